@@ -1,0 +1,100 @@
+"""create_app(settings): the one composition root for HTTP: adapters, routes, errors, middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Router
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from redis.asyncio import Redis
+
+from api import middleware
+from api.errors import ApiError, exception_handlers
+from api.openapi import openapi_config
+from api.services import Services
+from api.system.controller import SystemController
+from infra.db.engine import Database, create_engine
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_JSON_TYPES = ("application/json",)
+
+
+async def _require_json(request: Request[Any, Any, Any]) -> None:
+    """Bodies are JSON unless a route says otherwise (opt ``accepts``): 415 before any parsing."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    handler = request.route_handler
+    if "data" not in handler.parsed_fn_signature.parameters:
+        return
+    accepted: tuple[str, ...] = handler.opt.get("accepts", _JSON_TYPES)
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not content_type and request.headers.get("content-length") in (None, "0"):
+        return  # no body at all: validation reports the missing fields
+    if content_type in accepted or (content_type.endswith("+json") and "application/json" in accepted):
+        return
+    raise ApiError(415, "unsupported_media_type", f"Send the body as {', '.join(accepted)}.")
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> Litestar:
+    """Build the app. ``settings`` must carry resolved database and Redis URLs (the CLI resolves
+    embedded ones); ``services`` lets a caller that already owns adapters share them."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owned = services is None
+        svc = services
+        if svc is None:
+            assert settings.database.url and settings.redis.url, "resolve database and Redis URLs first"
+            engine = create_engine(
+                settings.database.url,
+                pool_size=settings.database.pool_size,
+                max_overflow=settings.database.pool_max_overflow,
+                echo=settings.database.echo,
+            )
+            svc = Services(
+                settings=settings,
+                db=Database(engine),
+                redis=Redis.from_url(settings.redis.url),
+            )
+        app.state.services = svc
+        try:
+            yield
+        finally:
+            if owned:
+                await svc.redis.aclose()
+                await svc.db.dispose()
+
+    def provide_services(request: Request[Any, Any, Any]) -> Services:
+        return request.app.state.services  # type: ignore[no-any-return]
+
+    v1 = Router(path="/api/v1", route_handlers=[SystemController])
+
+    cors = None
+    if settings.http.cors_origins:
+        cors = CORSConfig(
+            allow_origins=list(settings.http.cors_origins),
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["ETag", "Link", "X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy", "Idempotent-Replayed"],
+            allow_credentials=False,
+            max_age=600,
+        )
+
+    app = Litestar(
+        route_handlers=[v1],
+        lifespan=[lifespan],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        exception_handlers=exception_handlers,
+        before_request=_require_json,
+        openapi_config=openapi_config(),
+        cors_config=cors,
+        request_max_body_size=settings.http.max_body_bytes,
+        debug=False,
+    )
+    middleware.install(app, log_requests=settings.env != "test")
+    return app

@@ -1,0 +1,1 @@
+"""Shared kernel: identifiers, clock, base errors, events and the event-store port."""

@@ -1,0 +1,1 @@
+"""Database access: engine, session types, table metadata and migrations."""

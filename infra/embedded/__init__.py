@@ -1,0 +1,1 @@
+"""Embedded PostgreSQL (+pgvector) and Valkey for zero-configuration installs and tests."""

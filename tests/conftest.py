@@ -1,0 +1,96 @@
+"""Session-wide real services and per-test isolation (truncate tables, flush Redis)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from api.app import create_app
+from api.services import Services
+from infra.db.engine import Database, create_engine
+from infra.db.tables import metadata
+from infra.settings import Settings, load_settings
+from tests import services as svc
+
+os.environ.setdefault("XDG_RUNTIME_DIR", str(svc.TEST_DATA / "run"))
+
+
+def _worker_id() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    pg = svc.start_postgres()
+    template = svc.template_database(pg)
+    yield svc.worker_database(pg, template, _worker_id())
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    vk = svc.start_valkey(_worker_id())
+    yield vk.url
+    vk.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str) -> Settings:
+    base = load_settings({"LITESKILL_ENV": "test"}, dotenv=None)
+    return msgspec.structs.replace(
+        base,
+        database=msgspec.structs.replace(base.database, url=database_url, pool_size=5),
+        redis=msgspec.structs.replace(base.redis, url=redis_url),
+    )
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    assert settings.database.url
+    db = Database(create_engine(settings.database.url, pool_size=10, max_overflow=20))
+    yield db
+    await db.dispose()
+
+
+_TABLES = [t.name for t in reversed(metadata.sorted_tables)]
+
+
+@pytest.fixture
+async def db(database: Database) -> AsyncIterator[Database]:
+    """The session database, emptied before the test (every table but Alembic's)."""
+    if _TABLES:
+        async with database.engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE"))
+    yield database
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    assert settings.redis.url
+    client = Redis.from_url(settings.redis.url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def services(settings: Settings, db: Database, redis: Redis) -> Services:
+    return Services(settings=settings, db=db, redis=redis)
+
+
+@pytest.fixture
+def app(settings: Settings, services: Services) -> Litestar:
+    return create_app(settings, services=services)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(app=app, base_url="http://testserver.local") as c:
+        yield c
