@@ -1,0 +1,1 @@
+"""Event store tables (owned by the event store work)."""

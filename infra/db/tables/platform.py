@@ -1,0 +1,1 @@
+"""HTTP platform tables: outbox, idempotency keys, prompts (owned by the platform work)."""
