@@ -9,6 +9,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Router
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import Provide
 from redis.asyncio import Redis
 
@@ -47,8 +48,10 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        owned = services is None
-        svc = services
+        if services is not None:
+            yield  # the caller owns the adapters (tests, embedding)
+            return
+        svc = app.state.get("services")
         if svc is None:
             assert settings.database.url and settings.redis.url, "resolve database and Redis URLs first"
             engine = create_engine(
@@ -66,9 +69,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
         try:
             yield
         finally:
-            if owned:
-                await svc.redis.aclose()
-                await svc.db.dispose()
+            await svc.redis.aclose()
+            await svc.db.dispose()
 
     def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
@@ -79,8 +81,23 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
     if settings.http.cors_origins:
         cors = CORSConfig(
             allow_origins=list(settings.http.cors_origins),
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match", "Last-Event-ID", "X-Request-ID"],
-            expose_headers=["ETag", "Link", "X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy", "Idempotent-Replayed"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "If-Match",
+                "Last-Event-ID",
+                "X-Request-ID",
+            ],
+            expose_headers=[
+                "ETag",
+                "Link",
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit",
+                "RateLimit-Policy",
+                "Idempotent-Replayed",
+            ],
             allow_credentials=False,
             max_age=600,
         )
@@ -88,6 +105,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
     app = Litestar(
         route_handlers=[v1],
         lifespan=[lifespan],
+        state=State({"services": services} if services is not None else {}),
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         before_request=_require_json,

@@ -11,6 +11,8 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
+
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.logging import request_id_var
@@ -46,11 +48,35 @@ class RequestContextMiddleware:
         status = 500
         started = time.perf_counter()
 
+        replacing = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, replacing
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]  # type: ignore[typeddict-item]
+                headers = list(message.get("headers", ()))
+                if status >= 400 and not _is_problem(headers):
+                    # Defence in depth: an error body produced outside our handlers (a framework
+                    # page, a plugin) is replaced, so every error a client sees is problem+json.
+                    replacing = True
+                    return
+                message["headers"] = [*headers, header]  # type: ignore[typeddict-item]
+            elif replacing:
+                if not message.get("more_body", False):
+                    body = _fallback_problem(status, rid, scope["path"])
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": status,
+                            "headers": [
+                                (b"content-type", b"application/problem+json"),
+                                (b"content-length", str(len(body)).encode()),
+                                header,
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
             await send(message)
 
         try:
@@ -67,6 +93,24 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+
+
+def _is_problem(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.startswith(b"application/problem+json")
+    return False
+
+
+def _fallback_problem(status: int, rid: str, path: str) -> bytes:
+    from http import HTTPStatus
+
+    from api.errors import STATUS_CODES
+    from api.problem import make_problem
+
+    problem = make_problem(status, STATUS_CODES.get(status, "error"))
+    problem = msgspec.structs.replace(problem, request_id=rid, instance=path)
+    return msgspec.json.encode(problem) if HTTPStatus(status) else b""
 
 
 def install(app: Any, *, log_requests: bool) -> None:

@@ -53,6 +53,9 @@ _GENERIC = {
 _METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
+DOCUMENT_PATH = "/api/v1/openapi.json"
+
+
 class ProblemAwareJsonPlugin(JsonRenderPlugin):
     """Serves the post-processed document (Problem responses added), byte-identical to the file."""
 
@@ -60,13 +63,21 @@ class ProblemAwareJsonPlugin(JsonRenderPlugin):
         return document_bytes(request.app)
 
 
+class DocsPlugin(ScalarRenderPlugin):
+    """The interactive docs page, reading the one published document."""
+
+    @staticmethod
+    def get_openapi_json_route(request: Request[Any, Any, Any]) -> str:
+        return DOCUMENT_PATH
+
+
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Liteskill API",
         version=API_VERSION,
         description="Self-hosted, API-first platform for working with large language models.",
-        path="/api/v1",
-        render_plugins=[ProblemAwareJsonPlugin(path="/openapi.json"), ScalarRenderPlugin(path="/docs")],
+        path="/api/v1/docs",
+        render_plugins=[DocsPlugin(path="/"), ProblemAwareJsonPlugin(path="/openapi.json")],
         servers=[Server(url="/")],
         components=Components(
             security_schemes={

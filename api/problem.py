@@ -16,7 +16,7 @@ class FieldError(msgspec.Struct, omit_defaults=True, kw_only=True):
     """One invalid input: ``pointer`` (JSON Pointer into the body) or ``parameter`` (query/header/path)."""
 
     detail: str
-    code: str = "invalid"
+    code: str
     pointer: str | None = None
     parameter: str | None = None
 

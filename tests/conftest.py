@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
-
+import httpx
 import msgspec
 import pytest
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from sqlalchemy import text
 
@@ -91,6 +89,9 @@ def app(settings: Settings, services: Services) -> Litestar:
 
 
 @pytest.fixture
-async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=app, base_url="http://testserver.local") as c:
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client on the test's own event loop (Litestar's AsyncTestClient runs the app
+    on another loop, which breaks adapters shared with the test)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as c:
         yield c

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import msgspec
-from litestar import Controller, get
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
 from sqlalchemy import text
 
 from api.errors import ApiError
@@ -62,7 +65,7 @@ class SystemController(Controller):
         return Health()
 
     @get("/ready", operation_id="GetReadiness", summary="Readiness: database, Redis, migrations at head")
-    async def ready(self, services: Services) -> Readiness:
+    async def ready(self, services: NamedDependency[Services]) -> Readiness:
         (db, migrations), redis = await asyncio.wait_for(
             asyncio.gather(_check_database(services), _check_redis(services)), timeout=5
         )
@@ -71,3 +74,9 @@ class SystemController(Controller):
             failing = [f"{k}: {v}" for k, v in msgspec.structs.asdict(checks).items() if v != "ok"]
             raise ApiError(503, "not_ready", "Not ready: " + "; ".join(failing))
         return Readiness(status="ready", checks=checks)
+
+    @get("/openapi.json", operation_id="GetOpenAPI", summary="This API's OpenAPI 3.1 document", include_in_schema=False)
+    async def openapi(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        from api.openapi import document_bytes
+
+        return Response(document_bytes(request.app), media_type="application/json")
