@@ -53,7 +53,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     runtime: BackgroundRuntime | None = None
     try:
         resolved = services.start()
-        assert resolved.database.url and resolved.redis.url
+        assert resolved.database.url
+        assert resolved.redis.url
         if services.postgres is not None:
             # An embedded database is ours to keep current; an external one is migrated by its operator.
             migrate.upgrade(resolved.database.url)
@@ -111,7 +112,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _logging(settings)
-    with EmbeddedServices(msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url="redis://unused"))) as resolved:
+    with EmbeddedServices(
+        msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url="redis://unused"))
+    ) as resolved:
         assert resolved.database.url
         migrate.upgrade(resolved.database.url)
         if args.check:

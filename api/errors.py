@@ -69,8 +69,9 @@ class ApiError(HTTPException):
 
 def status_for(exc: d.DomainError) -> int:
     for cls in type(exc).__mro__:
-        if cls in DOMAIN_STATUS:
-            return DOMAIN_STATUS[cls]  # type: ignore[index]
+        status = DOMAIN_STATUS.get(cls)
+        if status is not None:
+            return int(status)
     return 400
 
 

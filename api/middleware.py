@@ -9,10 +9,9 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.logging import request_id_var
@@ -29,9 +28,10 @@ class RequestContextMiddleware:
         self.app = app
         self.log_requests = log_requests
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, asgi_scope: Scope, receive: Receive, send: Send) -> None:
+        scope = cast("dict[str, Any]", asgi_scope)
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.app(asgi_scope, receive, send)
             return
         rid: str | None = None
         for name, value in scope["headers"]:
@@ -42,7 +42,7 @@ class RequestContextMiddleware:
                 break
         if rid is None:
             rid = uuid.uuid4().hex
-        scope["request_id"] = rid  # type: ignore[typeddict-unknown-key]
+        scope["request_id"] = rid
         token = request_id_var.set(rid)
         header = (b"x-request-id", rid.encode())
         status = 500
@@ -60,7 +60,7 @@ class RequestContextMiddleware:
                     # page, a plugin) is replaced, so every error a client sees is problem+json.
                     replacing = True
                     return
-                message["headers"] = [*headers, header]  # type: ignore[typeddict-item]
+                message["headers"] = [*headers, header]
             elif replacing:
                 if not message.get("more_body", False):
                     body = _fallback_problem(status, rid, scope["path"])
@@ -80,7 +80,7 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(asgi_scope, receive, send_wrapper)
         finally:
             if self.log_requests:
                 access_log.info(

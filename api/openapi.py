@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.openapi import OpenAPIConfig
-from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Server
 
@@ -128,7 +127,8 @@ def document_bytes(app: Litestar) -> bytes:
     if cached is None:
         cached = render(build_document(app))
         app.state["_openapi_bytes"] = cached
-    return cached  # type: ignore[no-any-return]
+    assert isinstance(cached, bytes)
+    return cached
 
 
 def render(doc: dict[str, Any]) -> bytes:

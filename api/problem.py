@@ -38,6 +38,13 @@ def problem_type(code: str) -> str:
     return PROBLEM_TYPE_BASE + code.replace("_", "-")
 
 
+def _request_id(request: Request[Any, Any, Any] | None) -> str | None:
+    if request is None:
+        return None
+    rid = dict(request.scope).get("request_id")
+    return rid if isinstance(rid, str) else None
+
+
 def make_problem(
     status: int,
     code: str,
@@ -47,7 +54,7 @@ def make_problem(
     errors: list[FieldError] | None = None,
     title: str | None = None,
 ) -> Problem:
-    rid = request.scope.get("request_id") if request is not None else None  # type: ignore[call-overload]
+    rid = _request_id(request)
     return Problem(
         type=problem_type(code),
         title=title or HTTPStatus(status).phrase,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+
 import httpx
 import msgspec
 import pytest
@@ -29,7 +30,7 @@ def _worker_id() -> str:
 def database_url() -> Iterator[str]:
     pg = svc.start_postgres()
     template = svc.template_database(pg)
-    yield svc.worker_database(pg, template, _worker_id())
+    return svc.worker_database(pg, template, _worker_id())
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +67,7 @@ async def db(database: Database) -> AsyncIterator[Database]:
     if _TABLES:
         async with database.engine.begin() as conn:
             await conn.execute(text(f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE"))
-    yield database
+    return database
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import msgspec
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from sqlalchemy import text

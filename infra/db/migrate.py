@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
@@ -19,13 +22,24 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+def _outside_loop(fn: Callable[[], None]) -> None:
+    """Alembic's env runs its own event loop; from inside a running loop, run it on a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        fn()
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(fn).result()
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+    _outside_loop(lambda: command.upgrade(alembic_config(database_url), revision))
 
 
 def check(database_url: str) -> None:
     """Raise if the models hold changes no migration describes."""
-    command.check(alembic_config(database_url))
+    _outside_loop(lambda: command.check(alembic_config(database_url)))
 
 
 def head_revisions() -> set[str]:

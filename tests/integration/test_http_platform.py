@@ -171,7 +171,9 @@ async def test_oversize_body_is_413(probe_client: Any, settings: Settings) -> No
 async def test_crash_is_500_problem_without_leaking(probe_client: Any) -> None:
     resp = await probe_client.get("/api/v1/boom")
     body = assert_problem(resp, 500, "internal_error")
-    assert "secret" not in resp.text and "passwd" not in resp.text and "Traceback" not in resp.text
+    assert "secret" not in resp.text
+    assert "passwd" not in resp.text
+    assert "Traceback" not in resp.text
     assert body["detail"] == "The server could not handle this request."
 
 
@@ -181,4 +183,6 @@ async def test_app_without_services_has_no_global_state() -> None:
 
     s = load_settings({"LITESKILL_DATABASE_URL": "postgresql://a/b", "LITESKILL_REDIS_URL": "redis://x"}, dotenv=None)
     a, b = create_app(s), create_app(s)
-    assert isinstance(a, Litestar) and a is not b and a.state is not b.state
+    assert isinstance(a, Litestar)
+    assert a is not b
+    assert a.state is not b.state

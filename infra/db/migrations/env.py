@@ -37,7 +37,7 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
-        render_item=render_item,
+        render_item=render_item,  # type: ignore[arg-type]
         compare_type=True,
         transaction_per_migration=True,
     )
