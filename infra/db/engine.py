@@ -40,7 +40,11 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo
         async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        # No pre-ping: with asyncpg it costs three round trips per checkout (BEGIN, ping,
+        # ROLLBACK). A dropped connection fails its first statement and SQLAlchemy invalidates it
+        # (the request fails once with a 503-class error); recycling bounds idle connection age.
+        pool_pre_ping=False,
+        pool_recycle=1800,
         echo=echo,
         # JSON columns are encoded by msgspec at the edges; asyncpg gets text.
         connect_args={"server_settings": {"application_name": "liteskill"}},

@@ -21,14 +21,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import msgspec
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import Text
 
-from domain.shared.errors import ConcurrencyConflict, Invalid
+from domain.shared.errors import ConcurrencyConflict, Conflict, Invalid
 from domain.shared.events import EventMetadata, NewEvent, RecordedEvent
 from domain.shared.eventstore import Snapshot
 from infra.db.engine import Database, WriteSession
@@ -42,36 +40,28 @@ NUDGE_CHANNEL = "liteskill:events"
 _META_DECODER = msgspec.json.Decoder(EventMetadata)
 _ENCODER = msgspec.json.Encoder()
 
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
-_INSERT = text(
-    """
+# Hot paths talk to asyncpg directly on the session's own connection, inside its transaction
+# (see ``PostgresEventStore._driver``): SQLAlchemy's per-row result processing doubled the cost of
+# loading an aggregate. Everything else goes through SQLAlchemy.
+_LOCK = "SELECT pg_advisory_xact_lock($1)"
+_INSERT = """
     INSERT INTO events (stream_id, version, position, event_id, type_id, data, metadata, tenant_id)
-    SELECT :stream_id, :expected + t.ord, nextval('events_position_seq'), t.event_id, t.type_id,
+    SELECT $1, $2 + t.ord, nextval('events_position_seq'), t.event_id, t.type_id,
            t.data::jsonb, t.metadata::jsonb, t.tenant_id
     FROM (
-        SELECT * FROM unnest(:event_ids, :type_ids, :datas, :metas, :tenants)
+        SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
             WITH ORDINALITY AS u(event_id, type_id, data, metadata, tenant_id, ord)
         ORDER BY ord
     ) AS t
-    WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = :stream_id) = :expected
+    WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $2
     RETURNING version
-    """
-).bindparams(
-    bindparam("event_ids", type_=ARRAY(UUID(as_uuid=True))),
-    bindparam("type_ids", type_=ARRAY(Text)),
-    bindparam("datas", type_=ARRAY(Text)),
-    bindparam("metas", type_=ARRAY(Text)),
-    bindparam("tenants", type_=ARRAY(Text)),
-)
+"""
 _COLUMNS = "event_id, stream_id, version, position, type_id, data::text, metadata::text, recorded_at"
-_READ_STREAM = text(
-    f"SELECT {_COLUMNS} FROM events WHERE stream_id = :stream_id AND version >= :from_version "
-    "ORDER BY version LIMIT :limit"
-)
-_READ_ALL = text(f"SELECT {_COLUMNS} FROM events WHERE position > :after ORDER BY position LIMIT :limit")
-_VERSION = text("SELECT coalesce(max(version), 0) FROM events WHERE stream_id = :stream_id")
-_HEAD = text("SELECT coalesce(max(position), 0) FROM events")
-_LOAD_SNAPSHOT = text("SELECT version, schema, state::text FROM snapshots WHERE stream_id = :stream_id")
+_READ_STREAM = f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
+_READ_ALL = f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1"
+_HEAD = "SELECT coalesce(max(position), 0) FROM events"
+_LOAD_SNAPSHOT = "SELECT version, schema, state::text FROM snapshots WHERE stream_id = $1"
 _SAVE_SNAPSHOT = text(
     """
     INSERT INTO snapshots (stream_id, version, schema, state)
@@ -95,8 +85,28 @@ class PostgresEventStore:
         self.session = session
         self.codec = codec or EventCodec()
         self._locked = False
+        self._raw: Any = None
+        self._adapted: Any = None
         self.appended = 0
         """Events appended through this store (lets the unit of work nudge readers after commit)."""
+
+    async def driver(self) -> asyncpg.Connection:
+        """The asyncpg connection under the session, with the session's transaction begun on it.
+
+        SQLAlchemy's asyncpg adapter sends BEGIN lazily, before its first statement; a statement
+        sent straight to the driver before that would run outside the transaction, so begin it
+        here the same way the adapter would.
+        """
+        if self._raw is None:
+            fairy = await (await self.session.connection()).get_raw_connection()
+            adapted: Any = fairy.dbapi_connection
+            if adapted._transaction is None:
+                await adapted._start_transaction()
+            self._raw = fairy.driver_connection
+            self._adapted = adapted
+        elif self._adapted._transaction is None:  # pragma: no cover - the session ended under us
+            raise RuntimeError("the session's transaction has ended")
+        return self._raw
 
     async def append(self, stream_id: str, expected_version: int, events: Sequence[NewEvent]) -> int:
         if expected_version < 0:
@@ -106,24 +116,25 @@ class PostgresEventStore:
         if len(events) > MAX_BATCH:
             raise Invalid(f"at most {MAX_BATCH} events per append", code="too_many_events")
         encode, type_of = self.codec.encode, self.codec.type_id
-        params: dict[str, Any] = {
-            "stream_id": stream_id,
-            "expected": expected_version,
-            "event_ids": [e.event_id for e in events],
-            "type_ids": [type_of(e.payload) for e in events],
-            "datas": [encode(e.payload).decode() for e in events],
-            "metas": [_ENCODER.encode(e.metadata).decode() for e in events],
-            "tenants": [e.metadata.tenant_id for e in events],
-        }
+        args = (
+            stream_id,
+            expected_version,
+            [e.event_id for e in events],
+            [type_of(e.payload) for e in events],
+            [encode(e.payload).decode() for e in events],
+            [_ENCODER.encode(e.metadata).decode() for e in events],
+            [e.metadata.tenant_id for e in events],
+        )
+        conn = await self.driver()
         if not self._locked:
-            await self.session.execute(_LOCK, {"key": APPEND_LOCK})
+            await conn.execute(_LOCK, APPEND_LOCK)
             self._locked = True
         try:
-            result = await self.session.execute(_INSERT, params)
-        except IntegrityError as exc:  # a writer that bypassed the lock, or a reused event id
-            actual = await self.stream_version(stream_id)
-            raise ConcurrencyConflict(stream_id, expected_version, actual) from exc
-        versions = result.scalars().all()
+            versions = await conn.fetch(_INSERT, *args)
+        except asyncpg.UniqueViolationError as exc:  # the transaction is aborted now: no further queries
+            if exc.constraint_name == "uq_events_event_id":
+                raise Conflict("an event with this id is already recorded", code="duplicate_event") from exc
+            raise ConcurrencyConflict(stream_id, expected_version, None) from exc
         if len(versions) != len(events):
             raise ConcurrencyConflict(stream_id, expected_version, await self.stream_version(stream_id))
         self.appended += len(events)
@@ -148,21 +159,21 @@ class PostgresEventStore:
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
     ) -> list[RecordedEvent]:
-        params = {"stream_id": stream_id, "from_version": max(from_version, 1), "limit": limit}
-        return self._decode((await self.session.execute(_READ_STREAM, params)).all())
+        conn = await self.driver()
+        return self._decode(await conn.fetch(_READ_STREAM, stream_id, max(from_version, 1), limit))
 
     async def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        result = await self.session.execute(_READ_ALL, {"after": after_position, "limit": limit})
-        return self._decode(result.all())
+        conn = await self.driver()
+        return self._decode(await conn.fetch(_READ_ALL, after_position, limit))
 
     async def stream_version(self, stream_id: str) -> int:
-        return int((await self.session.execute(_VERSION, {"stream_id": stream_id})).scalar_one())
+        return int(await (await self.driver()).fetchval(_VERSION, stream_id))
 
     async def head_position(self) -> int:
-        return int((await self.session.execute(_HEAD)).scalar_one())
+        return int(await (await self.driver()).fetchval(_HEAD))
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
-        row = (await self.session.execute(_LOAD_SNAPSHOT, {"stream_id": stream_id})).first()
+        row = await (await self.driver()).fetchrow(_LOAD_SNAPSHOT, stream_id)
         if row is None:
             return None
         return Snapshot(stream_id=stream_id, version=row[0], schema=row[1], state=row[2].encode())

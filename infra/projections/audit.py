@@ -8,40 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, TIMESTAMP, UUID
-from sqlalchemy.types import Text
+from sqlalchemy import text
 
 from domain.shared.events import RecordedEvent
 from infra.eventstore.postgres import PostgresTransaction
 
-_INSERT = text(
-    """
+_INSERT = """
     INSERT INTO audit_log (position, event_id, stream_id, type_id, action, entity_type, entity_id,
                            tenant_id, actor, request_id, correlation_id, recorded_at)
-    SELECT * FROM unnest(:position, :event_id, :stream_id, :type_id, :action, :entity_type, :entity_id,
-                         :tenant_id, :actor, :request_id, :correlation_id, :recorded_at)
+    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[])
     ON CONFLICT (position) DO NOTHING
-    """
-).bindparams(
-    bindparam("position", type_=ARRAY(BIGINT)),
-    bindparam("event_id", type_=ARRAY(UUID(as_uuid=True))),
-    *(
-        bindparam(name, type_=ARRAY(Text))
-        for name in (
-            "stream_id",
-            "type_id",
-            "action",
-            "entity_type",
-            "entity_id",
-            "tenant_id",
-            "actor",
-            "request_id",
-            "correlation_id",
-        )
-    ),
-    bindparam("recorded_at", type_=ARRAY(TIMESTAMP(timezone=True))),
-)
+"""
 
 
 def entity_of(stream_id: str) -> tuple[str, str]:
@@ -58,22 +36,21 @@ class AuditLogProjection:
 
     async def apply(self, tx: PostgresTransaction, events: Sequence[RecordedEvent]) -> None:
         entities = [entity_of(e.stream_id) for e in events]
-        await tx.session.execute(
+        conn = await tx.events.driver()
+        await conn.execute(
             _INSERT,
-            {
-                "position": [e.position for e in events],
-                "event_id": [e.event_id for e in events],
-                "stream_id": [e.stream_id for e in events],
-                "type_id": [e.type_id for e in events],
-                "action": [action_of(e.type_id) for e in events],
-                "entity_type": [k for k, _ in entities],
-                "entity_id": [i for _, i in entities],
-                "tenant_id": [e.metadata.tenant_id for e in events],
-                "actor": [e.metadata.actor for e in events],
-                "request_id": [e.metadata.request_id for e in events],
-                "correlation_id": [e.metadata.correlation_id for e in events],
-                "recorded_at": [e.recorded_at for e in events],
-            },
+            [e.position for e in events],
+            [e.event_id for e in events],
+            [e.stream_id for e in events],
+            [e.type_id for e in events],
+            [action_of(e.type_id) for e in events],
+            [k for k, _ in entities],
+            [i for _, i in entities],
+            [e.metadata.tenant_id for e in events],
+            [e.metadata.actor for e in events],
+            [e.metadata.request_id for e in events],
+            [e.metadata.correlation_id for e in events],
+            [e.recorded_at for e in events],
         )
 
     async def reset(self, tx: PostgresTransaction) -> None:
