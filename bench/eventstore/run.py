@@ -304,8 +304,9 @@ async def main(quick: bool) -> int:
 
     def add(name: str, unit: str, lib: float, raw: float, target: str, ok: bool | None) -> None:
         ratio = lib / raw if unit.endswith("/s") else raw / lib
-        rows.append({"name": name, "unit": unit, "liteskill": lib, "asyncpg": raw, "ratio": ratio, "target": target,
-                     "pass": ok})
+        rows.append(
+            {"name": name, "unit": unit, "liteskill": lib, "asyncpg": raw, "ratio": ratio, "target": target, "pass": ok}
+        )
 
     try:
         single = 2000 // scale
@@ -322,10 +323,10 @@ async def main(quick: bool) -> int:
             raw = await raw_appends(await env.fresh(durable), 1, commits, 50)
             add(f"batched appends, 50/commit [{mode}]", "events/s", lib, raw, ">= 40,000", lib >= 40_000)
         url = await env.fresh()
-        lib_med, lib_p95 = await lib_load(url, 200, snapshot=False)
-        raw_med, raw_p95 = await raw_load(url, 200)
+        _, lib_p95 = await lib_load(url, 200, snapshot=False)
+        _, raw_p95 = await raw_load(url, 200)
         add("load 200-event aggregate, p95", "ms", lib_p95, raw_p95, "<= 3 ms", lib_p95 <= 3.0)
-        snap_med, snap_p95 = await lib_load(url, 200, snapshot=True)
+        _, snap_p95 = await lib_load(url, 200, snapshot=True)
         add("load 200-event aggregate with snapshot, p95", "ms", snap_p95, raw_p95, "-", None)
         total = 50_000 // scale
         url = await env.fresh()
