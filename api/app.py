@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from api import middleware
 from api.errors import ApiError, exception_handlers
 from api.openapi import openapi_config
+from api.prompts.controller import PromptController
 from api.services import Services
 from api.system.controller import SystemController
 from infra.db.engine import Database, create_engine
@@ -53,7 +54,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             return
         svc = app.state.get("services")
         if svc is None:
-            assert settings.database.url and settings.redis.url, "resolve database and Redis URLs first"
+            assert settings.database.url, "resolve the database URL first"
+            assert settings.redis.url, "resolve the Redis URL first"
             engine = create_engine(
                 settings.database.url,
                 pool_size=settings.database.pool_size,
@@ -75,7 +77,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
     def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
-    v1 = Router(path="/api/v1", route_handlers=[SystemController])
+    v1 = Router(path="/api/v1", route_handlers=[SystemController, PromptController])
 
     cors = None
     if settings.http.cors_origins:
@@ -113,6 +115,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
         cors_config=cors,
         request_max_body_size=settings.http.max_body_bytes,
         debug=False,
+        logging_config=None,  # ours (infra.logging) stays in charge: JSON lines with request ids
     )
     middleware.install(app, log_requests=settings.env != "test")
     return app

@@ -33,6 +33,14 @@ def _logging(settings: Settings) -> None:
     configure_logging(settings.log_level, json=settings.log_json)
 
 
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop(signum)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -49,6 +57,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     settings = msgspec.structs.replace(settings, http=http)
     _logging(settings)
+    # uvicorn shuts down on SIGINT/SIGTERM, restores the previous handlers and re-raises the signal.
+    # Ours turns that into an exception, so the finally below stops the worker and embedded servers.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_stop)
     services = EmbeddedServices(settings)
     runtime: BackgroundRuntime | None = None
     try:
@@ -78,6 +90,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lifespan="on",
             timeout_graceful_shutdown=10,
         )
+    except _Stop:
+        pass
     finally:
         if runtime is not None:
             runtime.stop()

@@ -110,6 +110,8 @@ def build_document(app: Litestar) -> dict[str, Any]:
                 continue
             responses: dict[str, Any] = op.setdefault("responses", {})
             for status, response in list(responses.items()):
+                if "headers" in response:  # Litestar keeps them in a set: order them for stable output
+                    response["headers"] = dict(sorted(response["headers"].items()))
                 if status[0] in "45":
                     description = response.get("description") or "Problem"
                     responses[status] = _problem_response(description)

@@ -33,7 +33,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
-            env={**clean, "LITESKILL_DATA_DIR": str(data_dir), "LITESKILL_LOG_LEVEL": "INFO", **(env or {})},
+            env={**clean, "LITESKILL_DATA_DIR": str(data_dir), "LITESKILL_LOG_LEVEL": "info", **(env or {})},
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
         )

@@ -1,0 +1,1 @@
+"""/api/v1/prompts: the prompt template library."""

@@ -1,0 +1,1 @@
+"""Prompts: a library of reusable prompt templates (plain mutable configuration with an audit trail)."""
