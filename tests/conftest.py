@@ -22,6 +22,15 @@ from tests import services as svc
 os.environ.setdefault("XDG_RUNTIME_DIR", str(svc.TEST_DATA / "run"))
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The controlling process stops the shared test PostgreSQL at the end, so a run leaves no
+    server behind (LITESKILL_TEST_KEEP_SERVICES=1 keeps it for faster reruns)."""
+    if hasattr(session.config, "workerinput") or os.environ.get("LITESKILL_TEST_KEEP_SERVICES") == "1":
+        return
+    if (svc.TEST_DATA / "postgres" / "postmaster.pid").exists():
+        svc.start_postgres().stop()
+
+
 def _worker_id() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 

@@ -163,3 +163,35 @@ async def test_projections_follow_new_events_live(db: Database, redis: Any, runt
     async with db.read() as s:
         row = (await s.execute(text("SELECT action, entity_type, entity_id, actor FROM audit_log"))).one()
     assert tuple(row) == ("test.touched", "touch", "audit", "user:1")
+
+
+async def test_projections_rebuild_command_yields_the_same_audit_log(db: Database, settings: Settings) -> None:
+    from infra.projections import all_projections
+    from infra.projections.rebuild import rebuild_all
+    from infra.projections.runner import catch_up
+
+    factory = PostgresTransactionFactory(db)
+    for i in range(30):
+        async with factory.transaction() as tx:
+            stream = f"touch-{i % 4}"
+            version = await tx.events.stream_version(stream)
+            meta = EventMetadata(actor=f"user:{i % 3}", request_id=f"r{i}", tenant_id="t")
+            await tx.events.append(stream, version, [NewEvent(payload=Touched(key=str(i)), metadata=meta)])
+    for projection in all_projections():
+        await catch_up(factory, projection)
+    query = "SELECT * FROM audit_log ORDER BY position"
+
+    async def snapshot() -> list[tuple[Any, ...]]:
+        async with db.read() as s:
+            return [tuple(r) for r in (await s.execute(text(query))).all()]
+
+    before = await snapshot()
+    assert len(before) == 30
+    async with db.write() as s:  # damage the read model; the rebuild must repair it
+        await s.execute(text("DELETE FROM audit_log WHERE position % 2 = 0"))
+        await s.execute(text("UPDATE audit_log SET actor = 'tampered'"))
+    counts = await rebuild_all(settings, names=["audit_log"])
+    assert counts == {"audit_log": 30}
+    assert await snapshot() == before
+    with pytest.raises(SystemExit, match="unknown projections: nope"):
+        await rebuild_all(settings, names=["nope"])
