@@ -6,9 +6,9 @@ It runs outside routing so that even unknown routes get a request id and a log l
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any, cast
 
 import msgspec
@@ -41,7 +41,7 @@ class RequestContextMiddleware:
                     rid = candidate
                 break
         if rid is None:
-            rid = uuid.uuid4().hex
+            rid = os.urandom(16).hex()
         scope["request_id"] = rid
         token = request_id_var.set(rid)
         header = (b"x-request-id", rid.encode())
