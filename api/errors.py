@@ -87,6 +87,9 @@ def to_pointer(key: str) -> str:
     return "/" + "/".join(parts) if parts else ""
 
 
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`$")
+
+
 def _validation_errors(exc: ValidationException) -> list[FieldError]:
     out: list[FieldError] = []
     extra = exc.extra if isinstance(exc.extra, list) else []
@@ -103,8 +106,15 @@ def _validation_errors(exc: ValidationException) -> list[FieldError]:
             loc_key = loc.rstrip("`")
             if loc_key.startswith("$"):
                 key = loc_key
+        code = "invalid"
+        missing = _MISSING_FIELD.match(message)
+        if missing is not None:
+            # msgspec names the missing field in the message and locates its parent object.
+            parent = key if key.startswith("$") else "$"
+            key, code = f"{parent}.{missing.group(1)}", "missing"
+            source = source or "body"
         if source == "body" or (source is None and key.startswith("$")):
-            out.append(FieldError(detail=message, pointer=to_pointer(key), code="invalid"))
+            out.append(FieldError(detail=message, pointer=to_pointer(key), code=code))
         elif source is None and not key:
             out.append(FieldError(detail=message, pointer="", code="invalid"))
         else:

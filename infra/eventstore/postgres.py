@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.shared.errors import ConcurrencyConflict, Conflict, Invalid
 from domain.shared.events import EventMetadata, NewEvent, RecordedEvent
@@ -81,7 +81,7 @@ MAX_BATCH = 10_000
 class PostgresEventStore:
     """The event store inside one SQLAlchemy session's transaction (it never commits)."""
 
-    def __init__(self, session: AsyncSession, codec: EventCodec | None = None) -> None:
+    def __init__(self, session: AsyncSession | AsyncConnection, codec: EventCodec | None = None) -> None:
         self.session = session
         self.codec = codec or EventCodec()
         self._locked = False
@@ -98,7 +98,8 @@ class PostgresEventStore:
         here the same way the adapter would.
         """
         if self._raw is None:
-            fairy = await (await self.session.connection()).get_raw_connection()
+            conn = self.session if isinstance(self.session, AsyncConnection) else await self.session.connection()
+            fairy = await conn.get_raw_connection()
             adapted: Any = fairy.dbapi_connection
             if adapted._transaction is None:
                 await adapted._start_transaction()

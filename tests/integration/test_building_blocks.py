@@ -141,8 +141,7 @@ async def test_invalid_create_bodies_are_400_with_pointers(
 
 async def test_missing_field_is_400(client: httpx.AsyncClient) -> None:
     body = assert_problem(await client.post(URL, json={"body": "b"}), 400, "validation_error")
-    # api/errors.py points missing members at the body root for now; the detail names the field.
-    assert "`name`" in body["errors"][0]["detail"]
+    assert body["errors"] == [{"detail": "Object missing required field `name`", "code": "missing", "pointer": "/name"}]
 
 
 async def test_invalid_patch_bodies_are_400_and_change_nothing(client: httpx.AsyncClient, db: Database) -> None:
