@@ -20,6 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from domain.shared.events import RecordedEvent
 from domain.shared.eventstore import Transaction, TransactionFactory
+from infra.nudges import wake_on
 
 log = logging.getLogger(__name__)
 
@@ -102,23 +103,12 @@ class ProjectionRunner(Generic[TxT]):
     def nudge(self) -> None:
         self._wake.set()
 
-    async def _listen(self) -> None:
-        assert self.redis is not None
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.debug("projection nudge subscription lost", exc_info=True)
-                await asyncio.sleep(self.poll_s)
-
     async def run(self, stop: asyncio.Event) -> None:
-        listener = asyncio.create_task(self._listen()) if self.redis is not None else None
+        listener = (
+            asyncio.create_task(wake_on(self.redis, self.channel, self._wake, retry_s=self.poll_s))
+            if self.redis is not None
+            else None
+        )
         try:
             while not stop.is_set():
                 self._wake.clear()

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from infra.db.engine import Database, create_engine
 from infra.eventstore.postgres import NUDGE_CHANNEL, PostgresTransactionFactory
+from infra.nudges import wake_on
 from infra.projections import all_projections
 from infra.projections.runner import ProjectionRunner
 from infra.settings import Settings
@@ -109,20 +110,7 @@ class BackgroundRuntime:
         wake = asyncio.Event()
         poll_s = self.settings.worker.outbox_poll_ms / 1000
 
-        async def listen() -> None:
-            while True:
-                try:
-                    async with redis.pubsub() as pubsub:
-                        await pubsub.subscribe(OUTBOX_CHANNEL)
-                        async for message in pubsub.listen():
-                            if message.get("type") == "message":
-                                wake.set()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # noqa: BLE001 - polling still runs
-                    await asyncio.sleep(poll_s)
-
-        listener = asyncio.create_task(listen())
+        listener = asyncio.create_task(wake_on(redis, OUTBOX_CHANNEL, wake, retry_s=poll_s))
         try:
             while True:
                 wake.clear()
