@@ -1,0 +1,1 @@
+"""Identity adapters: password hashing and signed access tokens."""
