@@ -14,6 +14,8 @@ from litestar.di import Provide
 from redis.asyncio import Redis
 
 from api import middleware
+from api.auth.controller import AuthController, MeController
+from api.auth.principal import provide_principal
 from api.errors import ApiError, exception_handlers
 from api.openapi import openapi_config
 from api.prompts.controller import PromptController
@@ -77,7 +79,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
     def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
-    v1 = Router(path="/api/v1", route_handlers=[SystemController, PromptController])
+    v1 = Router(path="/api/v1", route_handlers=[SystemController, AuthController, MeController, PromptController])
 
     cors = None
     if settings.http.cors_origins:
@@ -108,7 +110,10 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
         route_handlers=[v1],
         lifespan=[lifespan],
         state=State({"services": services} if services is not None else {}),
-        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        dependencies={
+            "services": Provide(provide_services, sync_to_thread=False),
+            "principal": Provide(provide_principal),
+        },
         exception_handlers=exception_handlers,
         before_request=_require_json,
         openapi_config=openapi_config(),

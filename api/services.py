@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
 from infra.db.engine import Database
+from infra.identity.passwords import PasswordHasher
+from infra.identity.tokens import TokenSigner
 from infra.settings import Settings
 
 
@@ -15,3 +17,13 @@ class Services:
     settings: Settings
     db: Database
     redis: Redis
+    passwords: PasswordHasher = field(default_factory=PasswordHasher)
+    signer: TokenSigner | None = None
+
+    def token_signer(self) -> TokenSigner:
+        """The access-token signer, keyed from the master key on first use."""
+        if self.signer is None:
+            from infra.identity.keys import access_token_signer
+
+            self.signer = access_token_signer(self.settings)
+        return self.signer

@@ -21,6 +21,15 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
+class SecretStr(str):
+    """A string setting whose ``repr`` never shows its value (keys, passwords)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SecretStr('**********')"
+
+
 class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True):
     url: str | None = None
     """LITESKILL_DATABASE_URL: PostgreSQL URL (postgresql://...). Unset: start an embedded server."""
@@ -81,6 +90,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """LITESKILL_LOG_JSON: structured JSON logs (false: plain text for terminals)."""
     idempotency_ttl_s: int = 86_400
     """LITESKILL_IDEMPOTENCY_TTL_S: how long an Idempotency-Key replays its first response."""
+    master_key: SecretStr | None = None
+    """LITESKILL_MASTER_KEY: base64 of the 32-byte key-encryption key for stored secrets."""
+    master_key_file: Path | None = None
+    """LITESKILL_MASTER_KEY_FILE: file holding the master key (default: <data dir>/master.key, created)."""
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
@@ -129,6 +142,8 @@ def _parse(raw: str, hint: Any, name: str) -> Any:
             raise SettingsError(f"{name}={raw!r} is not an integer") from None
     if hint is Path:
         return Path(raw).expanduser()
+    if hint is SecretStr:
+        return SecretStr(raw)
     return raw
 
 
@@ -164,6 +179,16 @@ def _validate(settings: Settings) -> None:
     rurl = settings.redis.url
     if rurl is not None and not rurl.startswith(("redis://", "rediss://", "unix://", "valkey://")):
         checks.append((False, "LITESKILL_REDIS_URL must start with redis://, rediss:// or unix://"))
+    if settings.master_key is not None:
+        # Imported here so loading settings does not load the crypto library.
+        from infra.secrets.envelope import decode_key
+
+        try:
+            decode_key(settings.master_key)
+        except ValueError as exc:
+            checks.append((False, f"LITESKILL_MASTER_KEY must be base64 of 32 random bytes ({exc})"))
+        if settings.master_key_file is not None:
+            checks.append((False, "LITESKILL_MASTER_KEY and LITESKILL_MASTER_KEY_FILE are exclusive; set one"))
     for ok, message in checks:
         if not ok:
             raise SettingsError(message)

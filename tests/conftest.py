@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -51,7 +52,10 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str) -> Settings:
-    base = load_settings({"LITESKILL_ENV": "test"}, dotenv=None)
+    # A fixed test master key: nothing is generated into the working directory.
+    base = load_settings(
+        {"LITESKILL_ENV": "test", "LITESKILL_MASTER_KEY": base64.b64encode(b"t" * 32).decode()}, dotenv=None
+    )
     return msgspec.structs.replace(
         base,
         database=msgspec.structs.replace(base.database, url=database_url, pool_size=5),

@@ -355,7 +355,9 @@ async def main(quick: bool) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a quarter of the work (a smoke run)")
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (serve uses uvloop)")
+    parser.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (serve uses uvloop)"
+    )
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop

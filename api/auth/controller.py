@@ -1,0 +1,128 @@
+"""/api/v1/auth/* (register, login, refresh, logout) and /api/v1/me.
+
+Each command is one write transaction. A failed login or a reused refresh token still commits its
+audit event (and, for reuse, the session's revocation) before the 401 goes out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+
+from api.auth.principal import bearer_token, unauthenticated
+from api.auth.schemas import LoginRequest, Me, RefreshRequest, RegisterRequest, TokenResponse, User
+from api.services import Services
+from domain.shared.events import EventMetadata
+from domain.shared.principal import Principal
+from infra.identity.accounts import Account, Accounts, Tokens
+
+
+def _request_id(request: Request[Any, Any, Any]) -> str | None:
+    rid = dict(request.scope).get("request_id")
+    return rid if isinstance(rid, str) else None
+
+
+def _meta(request: Request[Any, Any, Any], principal: Principal | None = None) -> EventMetadata:
+    client = request.client.host if request.client else None
+    return EventMetadata(
+        request_id=_request_id(request),
+        ip=client,
+        user_agent=request.headers.get("user-agent"),
+        actor=principal.actor if principal else None,
+        tenant_id=str(principal.tenant_id) if principal else None,
+    )
+
+
+def _user(account: Account) -> User:
+    return User(
+        id=account.id,
+        email=account.email,
+        name=account.name,
+        role=account.role,
+        tenant_id=account.tenant_id,
+        created_at=account.created_at,
+    )
+
+
+def _tokens(t: Tokens) -> TokenResponse:
+    return TokenResponse(
+        user=_user(t.account), access_token=t.access_token, refresh_token=t.refresh_token, expires_in=t.expires_in
+    )
+
+
+def _client(request: Request[Any, Any, Any]) -> tuple[str | None, str | None]:
+    return (request.client.host if request.client else None), request.headers.get("user-agent")
+
+
+class AuthController(Controller):
+    path = "/auth"
+    tags = ["auth"]
+
+    @post("/register", operation_id="Register", summary="Create an account (the first one becomes admin)")
+    async def register(
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services], data: JSONBody[RegisterRequest]
+    ) -> TokenResponse:
+        ip, agent = _client(request)
+        async with services.db.write() as session:
+            accounts = Accounts(session, services.passwords, services.token_signer())
+            tokens = await accounts.register(data.email, data.password, data.name, _meta(request), ip=ip, agent=agent)
+        return _tokens(tokens)
+
+    @post("/login", operation_id="Login", summary="Sign in with email and password", status_code=200)
+    async def login(
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services], data: JSONBody[LoginRequest]
+    ) -> TokenResponse:
+        ip, agent = _client(request)
+        async with services.db.write() as session:
+            accounts = Accounts(session, services.passwords, services.token_signer())
+            tokens = await accounts.login(data.email, data.password, _meta(request), ip=ip, agent=agent)
+        if tokens is None:
+            raise unauthenticated("The email or password is not correct.")
+        return _tokens(tokens)
+
+    @post("/refresh", operation_id="RefreshTokens", summary="Trade a refresh token for new tokens", status_code=200)
+    async def refresh(
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services], data: JSONBody[RefreshRequest]
+    ) -> TokenResponse:
+        async with services.db.write() as session:
+            accounts = Accounts(session, services.passwords, services.token_signer())
+            tokens = await accounts.refresh(data.refresh_token, _meta(request))
+        if tokens is None:
+            raise unauthenticated("The refresh token is not valid.")
+        return _tokens(tokens)
+
+    @post(
+        "/logout", operation_id="Logout", summary="End the session behind the presented access token", status_code=204
+    )
+    async def logout(
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+    ) -> None:
+        bearer_token(request)
+        assert principal.session_id is not None
+        async with services.db.write() as session:
+            accounts = Accounts(session, services.passwords, services.token_signer())
+            await accounts.revoke(principal.session_id, principal.user_id, "logout", _meta(request, principal))
+
+
+class MeController(Controller):
+    path = "/me"
+    tags = ["auth"]
+
+    @get("", operation_id="GetMe", summary="The caller: user, tenant and roles")
+    async def me(self, services: NamedDependency[Services], principal: NamedDependency[Principal]) -> Me:
+        from sqlalchemy import select
+
+        from infra.db.tables.identity import users
+
+        async with services.db.read() as session:
+            row = (await session.execute(select(users).where(users.c.id == principal.user_id))).one()
+        user = User(
+            id=row.id, email=row.email, name=row.name, role=row.role, tenant_id=row.tenant_id, created_at=row.created_at
+        )
+        return Me(user=user, tenant_id=principal.tenant_id, roles=[principal.role], session_id=principal.session_id)

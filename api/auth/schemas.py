@@ -1,0 +1,54 @@
+"""Bodies of /api/v1/auth/* and /api/v1/me."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+Email = Annotated[str, Meta(min_length=3, max_length=254, description="Case-insensitive.")]
+Password = Annotated[str, Meta(min_length=1, max_length=1024, description="12 to 128 characters.")]
+
+
+class RegisterRequest(msgspec.Struct, kw_only=True):
+    email: Email
+    password: Password
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+
+
+class LoginRequest(msgspec.Struct, kw_only=True):
+    email: Email
+    password: Password
+
+
+class RefreshRequest(msgspec.Struct, kw_only=True):
+    refresh_token: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class User(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    object: Literal["user"] = "user"
+    email: str
+    name: str | None
+    role: Literal["admin", "user"]
+    tenant_id: uuid.UUID
+    created_at: datetime
+
+
+class TokenResponse(msgspec.Struct, kw_only=True):
+    user: User
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+    expires_in: int
+    """Seconds until the access token expires."""
+
+
+class Me(msgspec.Struct, kw_only=True):
+    user: User
+    tenant_id: uuid.UUID
+    roles: list[str]
+    session_id: uuid.UUID | None
