@@ -90,6 +90,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """LITESKILL_LOG_JSON: structured JSON logs (false: plain text for terminals)."""
     idempotency_ttl_s: int = 86_400
     """LITESKILL_IDEMPOTENCY_TTL_S: how long an Idempotency-Key replays its first response."""
+    registration_open: bool = True
+    """LITESKILL_REGISTRATION_OPEN: anyone may register (false: only invited people and `liteskill admin create`)."""
+    access_token_ttl_s: int = 900
+    """LITESKILL_ACCESS_TOKEN_TTL_S: lifetime of access tokens in seconds (refresh tokens renew them)."""
+    auth_rate_per_ip: int = 30
+    """LITESKILL_AUTH_RATE_PER_IP: login/register/refresh attempts per minute from one IP address."""
+    auth_rate_per_account: int = 10
+    """LITESKILL_AUTH_RATE_PER_ACCOUNT: login attempts per minute for one email address."""
     master_key: SecretStr | None = None
     """LITESKILL_MASTER_KEY: base64 of the 32-byte key-encryption key for stored secrets."""
     master_key_file: Path | None = None
@@ -172,6 +180,9 @@ def _validate(settings: Settings) -> None:
         (settings.eventstore.snapshot_every >= 1, "LITESKILL_SNAPSHOT_EVERY must be at least 1"),
         (settings.database.pool_size >= 1, "LITESKILL_DATABASE_POOL_SIZE must be at least 1"),
         (settings.idempotency_ttl_s >= 60, "LITESKILL_IDEMPOTENCY_TTL_S must be at least 60"),
+        (60 <= settings.access_token_ttl_s <= 86_400, "LITESKILL_ACCESS_TOKEN_TTL_S must be between 60 and 86400"),
+        (settings.auth_rate_per_ip >= 1, "LITESKILL_AUTH_RATE_PER_IP must be at least 1"),
+        (settings.auth_rate_per_account >= 1, "LITESKILL_AUTH_RATE_PER_ACCOUNT must be at least 1"),
     ]
     url = settings.database.url
     if url is not None and not url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -20,16 +22,23 @@ from infra.db.tables import metadata
 from infra.settings import Settings, load_settings
 from tests import services as svc
 
-os.environ.setdefault("XDG_RUNTIME_DIR", str(svc.TEST_DATA / "run"))
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controlling process names this run; xdist workers inherit the name."""
+    if not hasattr(config, "workerinput"):
+        os.environ.setdefault(svc.RUN_VARIABLE, uuid.uuid4().hex[:12])
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(svc.test_data() / "xdg"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The controlling process stops the shared test PostgreSQL at the end, so a run leaves no
-    server behind (LITESKILL_TEST_KEEP_SERVICES=1 keeps it for faster reruns)."""
-    if hasattr(session.config, "workerinput") or os.environ.get("LITESKILL_TEST_KEEP_SERVICES") == "1":
+    """The controlling process stops this run's PostgreSQL and removes its data: a run leaves
+    nothing behind."""
+    if hasattr(session.config, "workerinput"):
         return
-    if (svc.TEST_DATA / "postgres" / "postmaster.pid").exists():
+    data = svc.test_data()
+    if (data / "postgres" / "postmaster.pid").exists():
         svc.start_postgres().stop()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def _worker_id() -> str:

@@ -16,7 +16,14 @@ from infra.embedded.valkey import EmbeddedValkey
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "infra" / "db" / "migrations"
-TEST_DATA = Path(os.environ.get("LITESKILL_TEST_DATA", Path(tempfile.gettempdir()) / "liteskill-test-services"))
+BASE = Path(os.environ.get("LITESKILL_TEST_DATA", Path(tempfile.gettempdir()) / "liteskill-test-services"))
+RUN_VARIABLE = "LITESKILL_TEST_RUN"
+
+
+def test_data() -> Path:
+    """This test run's own directory: one PostgreSQL per run (shared by its xdist workers), so
+    concurrent runs never drop each other's databases or stop each other's server."""
+    return BASE / f"run-{os.environ.get(RUN_VARIABLE, 'solo')}"
 
 
 def _migrations_hash() -> str:
@@ -28,9 +35,10 @@ def _migrations_hash() -> str:
 
 
 def start_postgres() -> EmbeddedPostgres:
-    TEST_DATA.mkdir(parents=True, exist_ok=True)
-    with fasteners.InterProcessLock(str(TEST_DATA / ".pg.lock")):
-        pg = EmbeddedPostgres(TEST_DATA)
+    data = test_data()
+    data.mkdir(parents=True, exist_ok=True)
+    with fasteners.InterProcessLock(str(data / ".pg.lock")):
+        pg = EmbeddedPostgres(data)
         pg.start()
     return pg
 
@@ -38,7 +46,7 @@ def start_postgres() -> EmbeddedPostgres:
 def template_database(pg: EmbeddedPostgres) -> str:
     """A database migrated to head, named after the migrations' content so edits rebuild it."""
     name = f"liteskill_tpl_{_migrations_hash()}"
-    with fasteners.InterProcessLock(str(TEST_DATA / ".template.lock")):
+    with fasteners.InterProcessLock(str(test_data() / ".template.lock")):
         out = pg.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}' AND datistemplate")
         if "1 row" not in out:
             pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -6,6 +6,7 @@ audit event (and, for reuse, the session's revocation) before the 401 goes out.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -14,6 +15,8 @@ from litestar.params import JSONBody
 
 from api.auth.principal import bearer_token, unauthenticated
 from api.auth.schemas import LoginRequest, Me, RefreshRequest, RegisterRequest, TokenResponse, User
+from api.errors import ApiError
+from api.ratelimit import enforce
 from api.services import Services
 from domain.shared.events import EventMetadata
 from domain.shared.principal import Principal
@@ -66,6 +69,9 @@ class AuthController(Controller):
         self, request: Request[Any, Any, Any], services: NamedDependency[Services], data: JSONBody[RegisterRequest]
     ) -> TokenResponse:
         ip, agent = _client(request)
+        await enforce(services.redis, "auth-ip", ip or "unknown", services.settings.auth_rate_per_ip)
+        if not services.settings.registration_open:
+            raise ApiError(403, "registration_closed", "Registration is closed on this instance; ask an admin.")
         async with services.db.write() as session:
             accounts = Accounts(session, services.passwords, services.token_signer())
             tokens = await accounts.register(data.email, data.password, data.name, _meta(request), ip=ip, agent=agent)
@@ -76,6 +82,9 @@ class AuthController(Controller):
         self, request: Request[Any, Any, Any], services: NamedDependency[Services], data: JSONBody[LoginRequest]
     ) -> TokenResponse:
         ip, agent = _client(request)
+        await enforce(services.redis, "auth-ip", ip or "unknown", services.settings.auth_rate_per_ip)
+        account_key = hashlib.sha256(data.email.strip().lower().encode()).hexdigest()
+        await enforce(services.redis, "login-account", account_key, services.settings.auth_rate_per_account)
         async with services.db.write() as session:
             accounts = Accounts(session, services.passwords, services.token_signer())
             tokens = await accounts.login(data.email, data.password, _meta(request), ip=ip, agent=agent)
@@ -87,6 +96,8 @@ class AuthController(Controller):
     async def refresh(
         self, request: Request[Any, Any, Any], services: NamedDependency[Services], data: JSONBody[RefreshRequest]
     ) -> TokenResponse:
+        ip, _ = _client(request)
+        await enforce(services.redis, "auth-ip", ip or "unknown", services.settings.auth_rate_per_ip)
         async with services.db.write() as session:
             accounts = Accounts(session, services.passwords, services.token_signer())
             tokens = await accounts.refresh(data.refresh_token, _meta(request))

@@ -12,4 +12,4 @@ ACCESS_TOKEN_AUDIENCE = "liteskill-api"  # noqa: S105 - a JWT audience, not a se
 def access_token_signer(settings: Settings) -> TokenSigner:
     key = load_kek(settings).derive("access-token/v1")
     issuer = (settings.http.public_url or "urn:liteskill").rstrip("/")
-    return TokenSigner(key, issuer=issuer, audience=ACCESS_TOKEN_AUDIENCE)
+    return TokenSigner(key, issuer=issuer, audience=ACCESS_TOKEN_AUDIENCE, access_ttl_s=settings.access_token_ttl_s)

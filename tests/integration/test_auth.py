@@ -166,3 +166,51 @@ async def test_a_disabled_user_is_signed_out_everywhere(client: httpx.AsyncClien
     assert_problem(
         await client.post("/api/v1/auth/refresh", json={"refresh_token": ada["refresh_token"]}), 401, "unauthenticated"
     )
+
+
+def app_with(settings: Settings, services: Services, **changes: Any) -> Litestar:
+    import msgspec
+
+    custom = msgspec.structs.replace(settings, **changes)
+    services.settings = custom
+    services.passwords = PasswordHasher(memory_kib=1024, time_cost=1)
+    return create_app(custom, services=services)
+
+
+async def client_for(app: Litestar) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver.local")
+
+
+async def test_logins_per_account_are_rate_limited(settings: Settings, services: Services) -> None:
+    async with await client_for(app_with(settings, services, auth_rate_per_account=3)) as client:
+        await register(client, "ada@example.com")
+        attempts = [
+            await client.post("/api/v1/auth/login", json={"email": "ada@example.com", "password": "wrong password!"})
+            for _ in range(4)
+        ]
+        assert [r.status_code for r in attempts] == [401, 401, 401, 429]
+        limited = assert_problem(attempts[-1], 429, "rate_limited")
+        assert limited["detail"]
+        assert 0 < int(attempts[-1].headers["retry-after"]) <= 60
+        assert attempts[-1].headers["ratelimit-policy"] == '"login-account";q=3;w=60'
+        assert attempts[-1].headers["ratelimit"].startswith('"login-account";r=0;t=')
+        # Even the right password is refused while limited: no oracle for the attacker.
+        right = await client.post("/api/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
+        assert right.status_code == 429
+        other = await client.post("/api/v1/auth/login", json={"email": "bob@example.com", "password": PASSWORD})
+        assert other.status_code == 401  # another account is not limited
+
+
+async def test_auth_requests_per_ip_are_rate_limited(settings: Settings, services: Services) -> None:
+    async with await client_for(app_with(settings, services, auth_rate_per_ip=2)) as client:
+        codes = [(await register(client, f"u{i}@example.com")).status_code for i in range(3)]
+        assert codes == [201, 201, 429]
+        refresh = await client.post("/api/v1/auth/refresh", json={"refresh_token": "lsr_x"})
+        assert_problem(refresh, 429, "rate_limited")
+
+
+async def test_closed_registration(settings: Settings, services: Services, db: Database) -> None:
+    async with await client_for(app_with(settings, services, registration_open=False)) as client:
+        assert_problem(await register(client, "ada@example.com"), 403, "registration_closed")
+    async with db.read() as s:
+        assert (await s.execute(text("SELECT count(*) FROM users"))).scalar_one() == 0

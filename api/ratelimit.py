@@ -1,0 +1,65 @@
+"""Rate limits in Redis: fixed one-minute windows per key, answered with 429 problem+json,
+``Retry-After`` and the IETF ``RateLimit``/``RateLimit-Policy`` headers.
+
+A window is one Redis key (``INCR`` + ``EXPIRE`` in one round trip). Fixed windows allow a burst
+of up to twice the limit across a boundary, which is acceptable for brute-force protection and
+costs one key per client per minute. If Redis is unreachable the request is let through (and
+logged): losing rate limiting is better than losing login.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from api.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int
+
+    def headers(self, policy: str) -> dict[str, str]:
+        return {
+            "RateLimit-Policy": f'"{policy}";q={self.limit};w={WINDOW_S}',
+            "RateLimit": f'"{policy}";r={self.remaining};t={self.reset_s}',
+        }
+
+
+async def hit(redis: Redis, bucket: str, key: str, limit: int, *, now: float | None = None) -> Decision:
+    """Count one request against ``bucket``/``key`` in the current window."""
+    current = int(now if now is not None else time.time())
+    window = current // WINDOW_S
+    reset = (window + 1) * WINDOW_S - current
+    name = f"liteskill:rl:{bucket}:{window}:{key}"
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.incr(name)
+            pipe.expire(name, WINDOW_S + 5)
+            count, _ = await pipe.execute()
+    except Exception:
+        log.warning("rate limiter unavailable; allowing", extra={"bucket": bucket}, exc_info=True)
+        return Decision(allowed=True, limit=limit, remaining=limit, reset_s=reset)
+    return Decision(allowed=int(count) <= limit, limit=limit, remaining=max(limit - int(count), 0), reset_s=reset)
+
+
+async def enforce(redis: Redis, bucket: str, key: str, limit: int) -> None:
+    """Raise 429 ``rate_limited`` when ``key`` is over ``limit`` requests this minute."""
+    decision = await hit(redis, bucket, key, limit)
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "Too many requests; try again later.",
+            headers={"Retry-After": str(decision.reset_s), **decision.headers(bucket)},
+        )
