@@ -16,8 +16,8 @@ from infra.embedded.valkey import EmbeddedValkey
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "infra" / "db" / "migrations"
-BASE = Path(os.environ.get("LITESKILL_TEST_DATA", Path(tempfile.gettempdir()) / "liteskill-test-services"))
-RUN_VARIABLE = "LITESKILL_TEST_RUN"
+BASE = Path(os.environ.get("TESTS_LITESKILL_DATA", Path(tempfile.gettempdir()) / "liteskill-test-services"))
+RUN_VARIABLE = "TESTS_LITESKILL_RUN"  # not LITESKILL_*: settings reject unknown ones
 
 
 def test_data() -> Path:
