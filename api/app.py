@@ -14,6 +14,8 @@ from litestar.di import Provide
 from redis.asyncio import Redis
 
 from api import middleware
+from api.audit.controller import AuditController
+from api.auth.api_keys import ApiKeyController
 from api.auth.controller import AuthController, MeController
 from api.auth.principal import provide_principal
 from api.errors import ApiError, exception_handlers
@@ -79,7 +81,17 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
     def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
-    v1 = Router(path="/api/v1", route_handlers=[SystemController, AuthController, MeController, PromptController])
+    v1 = Router(
+        path="/api/v1",
+        route_handlers=[
+            SystemController,
+            AuthController,
+            MeController,
+            ApiKeyController,
+            PromptController,
+            AuditController,
+        ],
+    )
 
     cors = None
     if settings.http.cors_origins:

@@ -1,9 +1,12 @@
-"""The ``liteskill`` command: serve, worker, migrate, projections rebuild, openapi."""
+"""The ``liteskill`` command: serve, worker, migrate, projections rebuild, admin create, keys rotate, openapi."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import dataclasses
+import getpass
 import logging
 import os
 import signal
@@ -11,10 +14,14 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from infra.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from infra.identity.accounts import Account
 
 log = logging.getLogger("liteskill")
 
@@ -150,6 +157,112 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_only(settings: Settings) -> Settings:
+    """Settings for a command that needs PostgreSQL only: no embedded Valkey is started."""
+    return msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url="redis://unused"))
+
+
+ADMIN_PASSWORD_ENV = "LITESKILL_ADMIN_PASSWORD"  # noqa: S105 (a variable name, not a password)
+
+
+def _admin_password(args: argparse.Namespace) -> str:
+    password: str | None = args.admin_password
+    if password:
+        return password
+    if not sys.stdin.isatty():
+        print(f"liteskill: set {ADMIN_PASSWORD_ENV} or run in a terminal to type the password", file=sys.stderr)
+        raise SystemExit(2)
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password (again): ") != first:
+        print("liteskill: the passwords do not match", file=sys.stderr)
+        raise SystemExit(2)
+    return first
+
+
+async def create_admin(settings: Settings, email: str, password: str, name: str | None) -> tuple[Account, bool]:
+    """Create an admin account; return it and whether it was the instance's first account.
+
+    The account goes through ``Accounts.register`` (policy checks, Argon2, the registration lock and
+    its audit event), so on an empty instance it becomes the admin exactly as the first HTTP
+    registration would; on a populated one the new user is raised to admin in the same transaction.
+    The session registration opens is revoked at once: the shell gets no tokens.
+    """
+    from sqlalchemy import update
+
+    from domain.shared.events import EventMetadata
+    from infra.db.engine import Database, create_engine
+    from infra.db.tables.identity import users
+    from infra.identity.accounts import Accounts
+    from infra.identity.keys import access_token_signer
+    from infra.identity.passwords import PasswordHasher
+
+    assert settings.database.url, "resolve the database URL first"
+    db = Database(create_engine(settings.database.url, pool_size=1, max_overflow=0))
+    try:
+        async with db.write() as session:
+            accounts = Accounts(session, PasswordHasher(), access_token_signer(settings))
+            meta = EventMetadata(actor="system", user_agent="liteskill-cli")
+            tokens = await accounts.register(email, password, name, meta, ip=None, agent="liteskill-cli")
+            account = tokens.account
+            first = account.role == "admin"
+            if not first:
+                await session.execute(update(users).where(users.c.id == account.id).values(role="admin"))
+                account = dataclasses.replace(account, role="admin")
+            await accounts.revoke(
+                tokens.session_id, account.id, "logout", msgspec.structs.replace(meta, tenant_id=str(account.tenant_id))
+            )
+        return account, first
+    finally:
+        await db.dispose()
+
+
+def cmd_admin_create(args: argparse.Namespace) -> int:
+    from domain.shared.errors import DomainError
+    from infra.db import migrate
+    from infra.embedded.runtime import EmbeddedServices
+
+    password = _admin_password(args)
+    settings = _settings()
+    _logging(settings)
+    services = EmbeddedServices(_database_only(settings))
+    with services as resolved:
+        assert resolved.database.url
+        if services.postgres is not None:
+            migrate.upgrade(resolved.database.url)  # a fresh embedded instance has no schema yet
+        try:
+            account, first = asyncio.run(create_admin(resolved, args.email, password, args.name))
+        except DomainError as exc:
+            print(f"liteskill: {exc.detail} ({exc.code})", file=sys.stderr)
+            return 1
+    how = "first account" if first else "promoted to admin"
+    print(f"created admin {account.email} ({account.id}, {how})")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from infra.embedded.runtime import EmbeddedServices
+    from infra.secrets.envelope import new_data_key_bytes
+    from infra.secrets.service import master_key_path, rotate_master_key
+
+    settings = _settings()
+    _logging(settings)
+    new_key = new_data_key_bytes()
+    with EmbeddedServices(_database_only(settings)) as resolved:
+        try:
+            count = asyncio.run(rotate_master_key(resolved, new_key))
+        except SettingsError as exc:
+            print(f"liteskill: {exc}", file=sys.stderr)
+            return 2
+    print(f"re-wrapped {count} data keys under the new master key")
+    if settings.master_key is not None:
+        print("The master key comes from LITESKILL_MASTER_KEY: set it to this new value before the next start.")
+        print("It is shown once; the old key no longer opens the data keys. Access tokens issued so far stop working.")
+        print(f"LITESKILL_MASTER_KEY={base64.b64encode(new_key).decode('ascii')}")
+    else:
+        print(f"the new master key is in {master_key_path(resolved)}")
+    return 0
+
+
 def cmd_openapi(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.openapi import COMMITTED_PATH, build_document, render
@@ -198,6 +311,21 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--name", action="append", help="only this projection (repeatable)")
     rebuild.set_defaults(func=cmd_projections_rebuild)
 
+    admin = sub.add_parser("admin", help="administration from the shell")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_sub.add_parser(
+        "create", help=f"create an admin account (password from {ADMIN_PASSWORD_ENV} or typed twice)"
+    )
+    create.add_argument("--email", required=True)
+    create.add_argument("--name")
+    create.set_defaults(func=cmd_admin_create)
+
+    keys = sub.add_parser("keys", help="master key maintenance")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("rotate", help="generate a new master key and re-wrap every data key").set_defaults(
+        func=cmd_keys_rotate
+    )
+
     oa = sub.add_parser("openapi", help="write openapi/openapi.json from the app")
     oa.add_argument("--output")
     oa.add_argument("--check", action="store_true", help="fail if the committed document is stale")
@@ -207,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Taken out of the environment before any command loads settings: it is no setting (unknown
+    # LITESKILL_ variables are refused) and child processes (embedded PostgreSQL) must not inherit it.
+    args.admin_password = os.environ.pop(ADMIN_PASSWORD_ENV, None)
     return int(args.func(args))
 
 

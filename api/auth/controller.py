@@ -13,7 +13,7 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from api.auth.principal import bearer_token, unauthenticated
+from api.auth.principal import unauthenticated
 from api.auth.schemas import LoginRequest, Me, RefreshRequest, RegisterRequest, TokenResponse, User
 from api.errors import ApiError
 from api.ratelimit import enforce
@@ -114,8 +114,8 @@ class AuthController(Controller):
         services: NamedDependency[Services],
         principal: NamedDependency[Principal],
     ) -> None:
-        bearer_token(request)
-        assert principal.session_id is not None
+        if principal.session_id is None:  # an API key has no session to end; revoke the key instead
+            raise ApiError(403, "session_required", "Sign out with an access token; revoke API keys instead.")
         async with services.db.write() as session:
             accounts = Accounts(session, services.passwords, services.token_signer())
             await accounts.revoke(principal.session_id, principal.user_id, "logout", _meta(request, principal))
