@@ -14,6 +14,7 @@ from litestar.di import Provide
 from redis.asyncio import Redis
 
 from api import middleware
+from api.access.controller import GroupController, PromptAclController
 from api.audit.controller import AuditController
 from api.auth.api_keys import ApiKeyController
 from api.auth.controller import AuthController, MeController
@@ -89,6 +90,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             MeController,
             ApiKeyController,
             PromptController,
+            PromptAclController,
+            GroupController,
             AuditController,
         ],
     )

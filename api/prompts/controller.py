@@ -3,10 +3,14 @@
 Each change runs in one write transaction that updates the row and appends its audit event to the
 prompt's stream (``prompt-<id>``, expected version = the row's version before the change), so a
 failed command leaves neither. Row locks (``FOR UPDATE``) make the If-Match check exact.
+
+Access follows the prompt's ACL: the creator is its owner; viewers read, editors patch, owners delete.
+A prompt the caller has no role on answers exactly like a missing one (404 ``prompt_not_found``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Annotated, Any
 
@@ -32,6 +36,8 @@ from domain.prompts.model import PromptFields, PromptNotFound, Violation, apply_
 from domain.shared.clock import utcnow
 from domain.shared.events import Event, EventMetadata, NewEvent
 from domain.shared.ids import new_id
+from domain.shared.principal import Principal
+from infra.access import acl
 from infra.db.engine import WriteSession
 from infra.db.tables.platform import prompts as t
 from infra.eventstore.postgres import PostgresEventStore
@@ -41,6 +47,7 @@ TagFilter = Annotated[str | None, QueryParameter(name="tag", description="Only p
 
 _ETAG_HEADER = ResponseHeader(name="ETag", description="Strong ETag of the prompt's version.", documentation_only=True)
 _NOT_FOUND = {404: ResponseSpec(None, description="No prompt with this id (`prompt_not_found`).")}
+_FORBIDDEN = {403: ResponseSpec(None, description="Your role on the prompt does not allow this (`forbidden`).")}
 _PRECONDITION = {412: ResponseSpec(None, description="If-Match does not name the current version.")}
 
 
@@ -63,16 +70,29 @@ def _raise_invalid(violations: list[Violation]) -> None:
         raise ApiError(400, "validation_error", "The request is not valid.", errors=errors)
 
 
-def _metadata(request: Request[Any, Any, Any]) -> EventMetadata:
+def _metadata(request: Request[Any, Any, Any], principal: Principal) -> EventMetadata:
     rid = dict(request.scope).get("request_id")
-    return EventMetadata(request_id=rid if isinstance(rid, str) else None, actor=None)
+    return EventMetadata(
+        request_id=rid if isinstance(rid, str) else None, actor=principal.actor, tenant_id=str(principal.tenant_id)
+    )
+
+
+def caller_scope(scope: Any) -> str:
+    """Idempotency keys belong to the presented credential, so two callers' keys never meet."""
+    credential = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), "")
+    return "bearer:" + hashlib.sha256(credential.encode()).hexdigest()[:32] if credential else "anonymous"
 
 
 async def _append(
-    session: WriteSession, request: Request[Any, Any, Any], prompt_id: uuid.UUID, before: int, event: Event
+    session: WriteSession,
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    prompt_id: uuid.UUID,
+    before: int,
+    event: Event,
 ) -> None:
     await PostgresEventStore(session).append(
-        ev.stream_id(prompt_id), before, [NewEvent(payload=event, metadata=_metadata(request))]
+        ev.stream_id(prompt_id), before, [NewEvent(payload=event, metadata=_metadata(request, principal))]
     )
 
 
@@ -96,7 +116,7 @@ class PromptController(Controller):
         operation_id="CreatePrompt",
         summary="Create a prompt",
         status_code=201,
-        middleware=[idempotent()],
+        middleware=[idempotent(scope_of=caller_scope)],
         # One documented header only: Litestar keeps response headers in a frozenset, so two would
         # come out in a per-process order and break the byte-stable OpenAPI file. ETag is sent too.
         response_headers=[
@@ -111,6 +131,7 @@ class PromptController(Controller):
         self,
         request: Request[Any, Any, Any],
         services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
         data: JSONBody[PromptCreate],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[Prompt]:
@@ -122,6 +143,8 @@ class PromptController(Controller):
             await session.execute(
                 insert(t).values(
                     id=prompt_id,
+                    tenant_id=principal.tenant_id,
+                    created_by=principal.user_id,
                     name=fields.name,
                     description=fields.description,
                     body=fields.body,
@@ -132,7 +155,8 @@ class PromptController(Controller):
                 )
             )
             created = ev.PromptCreated(prompt_id=prompt_id, version=1, **msgspec.structs.asdict(fields))
-            await _append(session, request, prompt_id, 0, created)
+            await _append(session, request, principal, prompt_id, 0, created)
+            await acl.add_owner(session, principal, "prompt", prompt_id, _metadata(request, principal))
         prompt = Prompt(id=prompt_id, version=1, created_at=now, updated_at=now, **msgspec.structs.asdict(fields))
         location = f"{request.url.path.rstrip('/')}/{prompt_id}"
         return _with_etag(prompt, 201, {"Location": location})
@@ -142,11 +166,13 @@ class PromptController(Controller):
         self,
         request: Request[Any, Any, Any],
         services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
         limit: LimitParam = 20,
         cursor: CursorParam = None,
         tag: TagFilter = None,
     ) -> Response[PromptList]:
-        query = select(t).order_by(t.c.id.desc()).limit(limit + 1)
+        visible = acl.visible_ids_clause(principal, "prompt", t.c.id)
+        query = select(t).where(visible).order_by(t.c.id.desc()).limit(limit + 1)
         if cursor is not None:
             query = query.where(t.c.id < decode_cursor(cursor, IdCursor).id)
         if tag is not None:
@@ -165,9 +191,14 @@ class PromptController(Controller):
         responses={304: ResponseSpec(None, description="Not modified (If-None-Match)."), **_NOT_FOUND},
     )
     async def get_prompt(
-        self, services: NamedDependency[Services], prompt_id: PromptId, if_none_match: IfNoneMatchHeader = None
+        self,
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+        prompt_id: PromptId,
+        if_none_match: IfNoneMatchHeader = None,
     ) -> Response[Prompt]:
         async with services.db.read() as session:
+            await acl.require(session, principal, "prompt", prompt_id, "read", PromptNotFound)
             row = (await session.execute(select(t).where(t.c.id == prompt_id))).one_or_none()
         if row is None:
             raise PromptNotFound()
@@ -181,12 +212,13 @@ class PromptController(Controller):
         operation_id="UpdatePrompt",
         summary="Change some fields of a prompt",
         response_headers=[_ETAG_HEADER],
-        responses={**_NOT_FOUND, **_PRECONDITION},
+        responses={**_NOT_FOUND, **_FORBIDDEN, **_PRECONDITION},
     )
     async def update_prompt(
         self,
         request: Request[Any, Any, Any],
         services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
         prompt_id: PromptId,
         data: JSONBody[PromptUpdate],
         if_match: IfMatchHeader = None,
@@ -194,6 +226,7 @@ class PromptController(Controller):
         """Fields left out keep their value. A change that alters nothing keeps the version (no event)."""
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
         async with services.db.write() as session:
+            await acl.require(session, principal, "prompt", prompt_id, "update", PromptNotFound)
             row = await _lock(session, prompt_id)
             check_if_match(if_match, row.version)
             current = PromptFields(name=row.name, description=row.description, body=row.body, tags=list(row.tags))
@@ -207,7 +240,7 @@ class PromptController(Controller):
                 update(t).where(t.c.id == prompt_id).values(version=version, updated_at=now, **values)
             )
             updated = ev.PromptUpdated(prompt_id=prompt_id, changed=changed, version=version, **values)
-            await _append(session, request, prompt_id, row.version, updated)
+            await _append(session, request, principal, prompt_id, row.version, updated)
         return _with_etag(Prompt(id=prompt_id, version=version, created_at=row.created_at, updated_at=now, **values))
 
     @delete(
@@ -215,19 +248,21 @@ class PromptController(Controller):
         operation_id="DeletePrompt",
         summary="Delete a prompt",
         status_code=204,
-        responses={**_NOT_FOUND, **_PRECONDITION},
+        responses={**_NOT_FOUND, **_FORBIDDEN, **_PRECONDITION},
     )
     async def delete_prompt(
         self,
         request: Request[Any, Any, Any],
         services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
         prompt_id: PromptId,
         if_match: IfMatchHeader = None,
     ) -> None:
         async with services.db.write() as session:
+            await acl.require(session, principal, "prompt", prompt_id, "delete", PromptNotFound)
             row = await _lock(session, prompt_id)
             check_if_match(if_match, row.version)
             await session.execute(sql_delete(t).where(t.c.id == prompt_id))
-            await _append(
-                session, request, prompt_id, row.version, ev.PromptDeleted(prompt_id=prompt_id, version=row.version)
-            )
+            await acl.remove_all(session, "prompt", prompt_id)
+            deleted = ev.PromptDeleted(prompt_id=prompt_id, version=row.version)
+            await _append(session, request, principal, prompt_id, row.version, deleted)

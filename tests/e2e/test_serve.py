@@ -74,7 +74,11 @@ def test_serve_starts_embedded_services_stops_cleanly_and_keeps_data(data_dir: P
     try:
         server.wait_ready()
         assert httpx.get(f"{server.base}/health").json() == {"status": "ok"}
-        created = httpx.post(f"{server.base}/prompts", json={"name": "kept", "body": "Hello {{name}}"})
+        account = {"email": "keeper@example.com", "password": "correct horse battery staple"}
+        registered = httpx.post(f"{server.base}/auth/register", json=account, timeout=30)
+        assert registered.status_code == 201, registered.text
+        auth = {"Authorization": f"Bearer {registered.json()['access_token']}"}
+        created = httpx.post(f"{server.base}/prompts", json={"name": "kept", "body": "Hello {{name}}"}, headers=auth)
         assert created.status_code == 201, created.text
         prompt_id = created.json()["id"]
         assert postgres_running(data_dir)
@@ -86,7 +90,10 @@ def test_serve_starts_embedded_services_stops_cleanly_and_keeps_data(data_dir: P
     again = Server(data_dir)
     try:
         again.wait_ready()
-        got = httpx.get(f"{again.base}/prompts/{prompt_id}")
+        login = httpx.post(f"{again.base}/auth/login", json=account, timeout=30)
+        assert login.status_code == 200, login.text
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        got = httpx.get(f"{again.base}/prompts/{prompt_id}", headers=auth)
         assert got.status_code == 200
         assert got.json()["name"] == "kept"
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -12,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import msgspec
 import pytest
-from litestar import post
+from litestar import Litestar, post
 from litestar.params import JSONBody
 from sqlalchemy import func, insert, select, text
 
@@ -20,16 +21,36 @@ from api.app import create_app
 from api.errors import ApiError
 from api.idempotency import fingerprint, idempotent
 from api.pagination import encode_cursor
+from api.prompts.controller import caller_scope
 from api.services import Services
 from domain.prompts.events import PromptDeleted
 from domain.shared.events import NewEvent, RecordedEvent
 from infra.db.engine import Database
 from infra.db.tables.platform import idempotency_keys, prompts
 from infra.eventstore.postgres import PostgresEventStore
+from infra.identity.passwords import PasswordHasher
 from infra.settings import Settings
+from tests.integration.test_auth import register
 from tests.integration.test_http_platform import assert_problem
 
 URL = "/api/v1/prompts"
+
+
+@pytest.fixture
+def app(settings: Settings, services: Services) -> Litestar:
+    services.passwords = PasswordHasher(memory_kib=1024, time_cost=1)  # cheap Argon2: the suite stays fast
+    return create_app(settings, services=services)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """A client signed in as a fresh user, who owns every prompt it creates."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as c:
+        resp = await register(c, "owner@example.com")
+        assert resp.status_code == 201, resp.text
+        c.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
+        yield c
 
 
 async def create(client: httpx.AsyncClient, name: str = "p", **extra: Any) -> httpx.Response:
@@ -37,6 +58,11 @@ async def create(client: httpx.AsyncClient, name: str = "p", **extra: Any) -> ht
     resp = await client.post(URL, json={"name": name, "body": "Hello {{who}}", **extra}, headers=headers)
     assert resp.status_code == 201, resp.text
     return resp
+
+
+def scope_of(client: httpx.AsyncClient) -> str:
+    """The idempotency key space of the client's credential."""
+    return caller_scope({"headers": [(b"authorization", client.headers["authorization"].encode())]})
 
 
 async def count_prompts(db: Database) -> int:
@@ -306,7 +332,7 @@ async def test_idempotency_key_in_flight_is_409(client: httpx.AsyncClient, db: D
     async with db.write() as s:
         await s.execute(
             insert(idempotency_keys).values(
-                scope="anonymous",
+                scope=scope_of(client),
                 key="busy",
                 request_method="POST",
                 request_path=URL,
@@ -325,7 +351,7 @@ async def test_expired_key_is_taken_over(client: httpx.AsyncClient, db: Database
     async with db.write() as s:
         await s.execute(
             insert(idempotency_keys).values(
-                scope="anonymous",
+                scope=scope_of(client),
                 key="old",
                 request_method="POST",
                 request_path="/elsewhere",
@@ -445,7 +471,8 @@ async def test_every_change_appends_an_audit_event_with_the_request_id(client: h
     ]
     assert [e.version for e in events] == [1, 2, 3]
     assert [e.metadata.request_id for e in events] == ["rid-create", "rid-patch", "rid-delete"]
-    assert all(e.metadata.actor is None for e in events)
+    assert len({e.metadata.actor for e in events}) == 1
+    assert all((e.metadata.actor or "").startswith("user:") for e in events)
     created_event, updated_event, deleted_event = (e.payload for e in events)
     assert str(created_event.prompt_id) == created["id"]  # type: ignore[attr-defined]
     assert created_event.name == "audited"  # type: ignore[attr-defined]

@@ -45,6 +45,10 @@ prompts = Table(
     "prompts",
     metadata,
     Column("id", UUID(as_uuid=True), nullable=False),
+    # Who may see a prompt is decided by its ACL grants; the tenant and creator are kept for audit
+    # and scoping. Null only on rows created before authorization existed.
+    Column("tenant_id", UUID(as_uuid=True), nullable=True),
+    Column("created_by", UUID(as_uuid=True), nullable=True),
     Column("name", Text, nullable=False),
     Column("description", Text, nullable=True),
     Column("body", Text, nullable=False),

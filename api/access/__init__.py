@@ -1,0 +1,1 @@
+"""HTTP routes of sharing: entity ACLs and groups."""
