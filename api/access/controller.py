@@ -24,7 +24,7 @@ from api.access.schemas import (
     GroupMember,
     GroupMemberCreate,
 )
-from api.auth.controller import _meta
+from api.context import event_metadata
 from api.pagination import CursorParam, IdCursor, LimitParam, decode_cursor, page_response, paginate
 from api.services import Services
 from domain.prompts.model import PromptNotFound
@@ -106,7 +106,7 @@ class PromptAclController(Controller):
                 data.grantee_type,
                 data.grantee_id,
                 data.role,
-                _meta(request, principal),
+                event_metadata(request, principal),
                 PromptNotFound,
             )
         return Response(_grant(granted), status_code=201 if created else 200)
@@ -128,7 +128,7 @@ class PromptAclController(Controller):
     ) -> None:
         async with services.db.write() as session:
             await acl.revoke(
-                session, principal, "prompt", prompt_id, grant_id, _meta(request, principal), PromptNotFound
+                session, principal, "prompt", prompt_id, grant_id, event_metadata(request, principal), PromptNotFound
             )
 
 
@@ -145,7 +145,9 @@ class GroupController(Controller):
         data: JSONBody[GroupCreate],
     ) -> Group:
         async with services.db.write() as session:
-            created = await grp.create(session, principal, data.name.strip() or data.name, _meta(request, principal))
+            created = await grp.create(
+                session, principal, data.name.strip() or data.name, event_metadata(request, principal)
+            )
         return _group(created)
 
     @get("", operation_id="ListGroups", summary="List the groups you belong to, newest first")
@@ -188,7 +190,7 @@ class GroupController(Controller):
     ) -> Group:
         async with services.db.write() as session:
             group = await grp.add_member(
-                session, principal, group_id, data.user_id, data.role, _meta(request, principal)
+                session, principal, group_id, data.user_id, data.role, event_metadata(request, principal)
             )
         return _group(group)
 
@@ -208,4 +210,4 @@ class GroupController(Controller):
         user_id: UserId,
     ) -> None:
         async with services.db.write() as session:
-            await grp.remove_member(session, principal, group_id, user_id, _meta(request, principal))
+            await grp.remove_member(session, principal, group_id, user_id, event_metadata(request, principal))

@@ -21,7 +21,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from msgspec import Meta
 
-from api.auth.controller import _meta
+from api.context import event_metadata
 from api.errors import ApiError
 from api.pagination import CursorParam, IdCursor, LimitParam, Page, decode_cursor, page_response, paginate
 from api.problem import FieldError
@@ -125,7 +125,7 @@ class ApiKeyController(Controller):
             raise _invalid("/expires_at", "The expiry must be in the future.")
         async with services.db.write() as session:
             created = await keys.create(
-                session, principal, name, data.scopes, data.expires_at, _meta(request, principal)
+                session, principal, name, data.scopes, data.expires_at, event_metadata(request, principal)
             )
         body = CreatedApiKey(key=created.key, **msgspec.structs.asdict(_to_schema(created.api_key)))
         location = f"{request.url.path.rstrip('/')}/{created.api_key.id}"
@@ -162,4 +162,4 @@ class ApiKeyController(Controller):
         key_id: ApiKeyId,
     ) -> None:
         async with services.db.write() as session:
-            await keys.revoke(session, principal, key_id, _meta(request, principal))
+            await keys.revoke(session, principal, key_id, event_metadata(request, principal))

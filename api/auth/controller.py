@@ -15,28 +15,12 @@ from litestar.params import JSONBody
 
 from api.auth.principal import unauthenticated
 from api.auth.schemas import LoginRequest, Me, RefreshRequest, RegisterRequest, TokenResponse, User
+from api.context import event_metadata
 from api.errors import ApiError
 from api.ratelimit import enforce
 from api.services import Services
-from domain.shared.events import EventMetadata
 from domain.shared.principal import Principal
 from infra.identity.accounts import Account, Accounts, Tokens
-
-
-def _request_id(request: Request[Any, Any, Any]) -> str | None:
-    rid = dict(request.scope).get("request_id")
-    return rid if isinstance(rid, str) else None
-
-
-def _meta(request: Request[Any, Any, Any], principal: Principal | None = None) -> EventMetadata:
-    client = request.client.host if request.client else None
-    return EventMetadata(
-        request_id=_request_id(request),
-        ip=client,
-        user_agent=request.headers.get("user-agent"),
-        actor=principal.actor if principal else None,
-        tenant_id=str(principal.tenant_id) if principal else None,
-    )
 
 
 def _user(account: Account) -> User:
@@ -74,7 +58,9 @@ class AuthController(Controller):
             raise ApiError(403, "registration_closed", "Registration is closed on this instance; ask an admin.")
         async with services.db.write() as session:
             accounts = Accounts(session, services.passwords, services.token_signer())
-            tokens = await accounts.register(data.email, data.password, data.name, _meta(request), ip=ip, agent=agent)
+            tokens = await accounts.register(
+                data.email, data.password, data.name, event_metadata(request), ip=ip, agent=agent
+            )
         return _tokens(tokens)
 
     @post("/login", operation_id="Login", summary="Sign in with email and password", status_code=200)
@@ -87,7 +73,7 @@ class AuthController(Controller):
         await enforce(services.redis, "login-account", account_key, services.settings.auth_rate_per_account)
         async with services.db.write() as session:
             accounts = Accounts(session, services.passwords, services.token_signer())
-            tokens = await accounts.login(data.email, data.password, _meta(request), ip=ip, agent=agent)
+            tokens = await accounts.login(data.email, data.password, event_metadata(request), ip=ip, agent=agent)
         if tokens is None:
             raise unauthenticated("The email or password is not correct.")
         return _tokens(tokens)
@@ -100,7 +86,7 @@ class AuthController(Controller):
         await enforce(services.redis, "auth-ip", ip or "unknown", services.settings.auth_rate_per_ip)
         async with services.db.write() as session:
             accounts = Accounts(session, services.passwords, services.token_signer())
-            tokens = await accounts.refresh(data.refresh_token, _meta(request))
+            tokens = await accounts.refresh(data.refresh_token, event_metadata(request))
         if tokens is None:
             raise unauthenticated("The refresh token is not valid.")
         return _tokens(tokens)
@@ -118,7 +104,7 @@ class AuthController(Controller):
             raise ApiError(403, "session_required", "Sign out with an access token; revoke API keys instead.")
         async with services.db.write() as session:
             accounts = Accounts(session, services.passwords, services.token_signer())
-            await accounts.revoke(principal.session_id, principal.user_id, "logout", _meta(request, principal))
+            await accounts.revoke(principal.session_id, principal.user_id, "logout", event_metadata(request, principal))
 
 
 class MeController(Controller):

@@ -24,6 +24,7 @@ from msgspec import UNSET
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy import delete as sql_delete
 
+from api.context import event_metadata
 from api.errors import ApiError
 from api.etag import IfMatchHeader, IfNoneMatchHeader, check_if_match, etag, is_not_modified
 from api.idempotency import IdempotencyKeyHeader, idempotent
@@ -34,7 +35,7 @@ from api.services import Services
 from domain.prompts import events as ev
 from domain.prompts.model import PromptFields, PromptNotFound, Violation, apply_changes, normalize, validate
 from domain.shared.clock import utcnow
-from domain.shared.events import Event, EventMetadata, NewEvent
+from domain.shared.events import Event, NewEvent
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal
 from infra.access import acl
@@ -70,13 +71,6 @@ def _raise_invalid(violations: list[Violation]) -> None:
         raise ApiError(400, "validation_error", "The request is not valid.", errors=errors)
 
 
-def _metadata(request: Request[Any, Any, Any], principal: Principal) -> EventMetadata:
-    rid = dict(request.scope).get("request_id")
-    return EventMetadata(
-        request_id=rid if isinstance(rid, str) else None, actor=principal.actor, tenant_id=str(principal.tenant_id)
-    )
-
-
 def caller_scope(scope: Any) -> str:
     """Idempotency keys belong to the presented credential, so two callers' keys never meet."""
     credential = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), "")
@@ -92,7 +86,7 @@ async def _append(
     event: Event,
 ) -> None:
     await PostgresEventStore(session).append(
-        ev.stream_id(prompt_id), before, [NewEvent(payload=event, metadata=_metadata(request, principal))]
+        ev.stream_id(prompt_id), before, [NewEvent(payload=event, metadata=event_metadata(request, principal))]
     )
 
 
@@ -156,7 +150,7 @@ class PromptController(Controller):
             )
             created = ev.PromptCreated(prompt_id=prompt_id, version=1, **msgspec.structs.asdict(fields))
             await _append(session, request, principal, prompt_id, 0, created)
-            await acl.add_owner(session, principal, "prompt", prompt_id, _metadata(request, principal))
+            await acl.add_owner(session, principal, "prompt", prompt_id, event_metadata(request, principal))
         prompt = Prompt(id=prompt_id, version=1, created_at=now, updated_at=now, **msgspec.structs.asdict(fields))
         location = f"{request.url.path.rstrip('/')}/{prompt_id}"
         return _with_etag(prompt, 201, {"Location": location})
