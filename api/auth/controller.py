@@ -7,20 +7,31 @@ audit event (and, for reuse, the session's revocation) before the 401 goes out.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import uuid
+from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.params import JSONBody, PathParameter
 
 from api.auth.principal import unauthenticated
-from api.auth.schemas import LoginRequest, Me, RefreshRequest, RegisterRequest, TokenResponse, User
+from api.auth.schemas import (
+    LoginRequest,
+    Me,
+    RefreshRequest,
+    RegisterRequest,
+    Session,
+    SessionList,
+    TokenResponse,
+    User,
+)
 from api.context import event_metadata
 from api.errors import ApiError
+from api.pagination import CursorParam, IdCursor, LimitParam, decode_cursor, page_response, paginate
 from api.ratelimit import enforce
 from api.services import Services
 from domain.shared.principal import Principal
-from infra.identity.accounts import Account, Accounts, Tokens
+from infra.identity.accounts import Account, Accounts, Tokens, live_sessions
 
 
 def _user(account: Account) -> User:
@@ -107,6 +118,9 @@ class AuthController(Controller):
             await accounts.revoke(principal.session_id, principal.user_id, "logout", event_metadata(request, principal))
 
 
+SessionId = Annotated[uuid.UUID, PathParameter(description="The session's id (UUID).")]
+
+
 class MeController(Controller):
     path = "/me"
     tags = ["auth"]
@@ -123,3 +137,45 @@ class MeController(Controller):
             id=row.id, email=row.email, name=row.name, role=row.role, tenant_id=row.tenant_id, created_at=row.created_at
         )
         return Me(user=user, tenant_id=principal.tenant_id, roles=[principal.role], session_id=principal.session_id)
+
+    @get("/sessions", operation_id="ListMySessions", summary="The caller's signed-in sessions, newest first")
+    async def list_sessions(
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+        limit: LimitParam = 20,
+        cursor: CursorParam = None,
+    ) -> Response[SessionList]:
+        before = decode_cursor(cursor, IdCursor).id if cursor is not None else None
+        async with services.db.read() as session:
+            rows = await live_sessions(session, principal.user_id, limit=limit + 1, before=before)
+        page, has_more, next_cursor = paginate(rows, limit, lambda r: IdCursor(r.id))
+        data = [
+            Session(
+                id=r.id,
+                created_at=r.created_at,
+                last_used_at=r.last_used_at,
+                expires_at=r.expires_at,
+                ip=r.ip,
+                user_agent=r.user_agent,
+                current=r.id == principal.session_id,
+            )
+            for r in page
+        ]
+        body = SessionList(data=data, has_more=has_more, next_cursor=next_cursor)
+        return page_response(body, request, limit, services.settings.http.public_url)
+
+    @delete("/sessions/{session_id:str}", operation_id="RevokeMySession", summary="Sign one of your sessions out")
+    async def revoke_session(
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+        session_id: SessionId,
+    ) -> None:
+        async with services.db.write() as session:
+            accounts = Accounts(session, services.passwords, services.token_signer())
+            done = await accounts.revoke(session_id, principal.user_id, "revoked", event_metadata(request, principal))
+        if not done:
+            raise ApiError(404, "session_not_found", "No live session of yours has this id.")

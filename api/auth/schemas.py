@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from api.pagination import Page
+
 Email = Annotated[str, Meta(min_length=3, max_length=254, description="Case-insensitive.")]
 Password = Annotated[str, Meta(min_length=1, max_length=1024, description="12 to 128 characters.")]
 
@@ -52,3 +54,21 @@ class Me(msgspec.Struct, kw_only=True):
     tenant_id: uuid.UUID
     roles: list[str]
     session_id: uuid.UUID | None
+
+
+class Session(msgspec.Struct, kw_only=True):
+    """A signed-in session (one refresh-token family)."""
+
+    id: uuid.UUID
+    object: Literal["session"] = "session"
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    ip: str | None
+    user_agent: str | None
+    current: bool
+    """True for the session behind the token of this request."""
+
+
+class SessionList(Page[Session]):
+    data: list[Session]

@@ -33,4 +33,4 @@ class LoginFailed(Event, frozen=True, kw_only=True):
 class SessionRevoked(Event, frozen=True, kw_only=True):
     session_id: uuid.UUID
     user_id: uuid.UUID
-    reason: Literal["logout", "refresh_token_reused", "expired"]
+    reason: Literal["logout", "refresh_token_reused", "expired", "revoked"]

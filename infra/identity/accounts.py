@@ -246,12 +246,16 @@ class Accounts:
         self,
         session_id: uuid.UUID,
         user_id: uuid.UUID,
-        reason: Literal["logout", "refresh_token_reused", "expired"],
+        reason: Literal["logout", "refresh_token_reused", "expired", "revoked"],
         meta: EventMetadata,
     ) -> bool:
         done = await self.session.execute(
             update(auth_sessions)
-            .where(auth_sessions.c.id == session_id, auth_sessions.c.revoked_at.is_(None))
+            .where(
+                auth_sessions.c.id == session_id,
+                auth_sessions.c.user_id == user_id,
+                auth_sessions.c.revoked_at.is_(None),
+            )
             .values(revoked_at=func.now(), revoked_reason=reason)
             .returning(auth_sessions.c.id)
         )
@@ -264,6 +268,25 @@ class Accounts:
             meta,
         )
         return True
+
+
+async def live_sessions(
+    session: AsyncSession, user_id: uuid.UUID, *, limit: int, before: uuid.UUID | None = None
+) -> list[Any]:
+    """The user's sessions that still work, newest first (ids are UUIDv7)."""
+    query = (
+        select(auth_sessions)
+        .where(
+            auth_sessions.c.user_id == user_id,
+            auth_sessions.c.revoked_at.is_(None),
+            auth_sessions.c.expires_at > func.now(),
+        )
+        .order_by(auth_sessions.c.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(auth_sessions.c.id < before)
+    return list((await session.execute(query)).all())
 
 
 async def resolve(session: AsyncSession, claims: AccessClaims) -> Principal | None:

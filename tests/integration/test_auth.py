@@ -214,3 +214,23 @@ async def test_closed_registration(settings: Settings, services: Services, db: D
         assert_problem(await register(client, "ada@example.com"), 403, "registration_closed")
     async with db.read() as s:
         assert (await s.execute(text("SELECT count(*) FROM users"))).scalar_one() == 0
+
+
+async def test_users_list_and_revoke_their_own_sessions(client: httpx.AsyncClient, db: Database) -> None:
+    first = (await register(client, "ada@example.com")).json()
+    second = (await client.post("/api/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD})).json()
+    h = bearer(second["access_token"])
+    listed = await client.get("/api/v1/me/sessions", headers=h)
+    assert listed.status_code == 200, listed.text
+    sessions = listed.json()["data"]
+    assert len(sessions) == 2
+    assert [s["current"] for s in sessions] == [True, False]  # newest first: the login, then the registration
+    old = sessions[1]["id"]
+    assert (await client.delete(f"/api/v1/me/sessions/{old}", headers=h)).status_code == 204
+    assert_problem(await client.get("/api/v1/me", headers=bearer(first["access_token"])), 401, "unauthenticated")
+    assert [s["id"] for s in (await client.get("/api/v1/me/sessions", headers=h)).json()["data"]] == [sessions[0]["id"]]
+    assert_problem(await client.delete(f"/api/v1/me/sessions/{old}", headers=h), 404, "session_not_found")
+    revoked = await events_of(db, "identity.session_revoked.v1")
+    assert [e["data"]["reason"] for e in revoked] == ["revoked"]
+    bad = await client.delete("/api/v1/me/sessions/not-a-uuid", headers=h)
+    assert_problem(bad, 400, "validation_error")

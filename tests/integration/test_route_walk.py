@@ -40,6 +40,7 @@ CALLS: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/groups/{group_id}/members"): "join-self",
     ("DELETE", "/api/v1/groups/{group_id}/members/{user_id}"): None,
     ("DELETE", "/api/v1/api-keys/{key_id}"): None,
+    ("DELETE", "/api/v1/me/sessions/{session_id}"): None,
 }
 
 
@@ -54,7 +55,8 @@ async def snapshot(client: httpx.AsyncClient, owner: User, ids: dict[str, str], 
     acl = (await client.get(f"/api/v1/prompts/{ids['prompt_id']}/acl", headers=owner.headers)).json()
     group = (await client.get(f"/api/v1/groups/{ids['group_id']}", headers=owner.headers)).json()
     key_ok = (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"})).status_code
-    return {"prompt": prompt, "acl": acl, "group": group, "key": key_ok}
+    sessions = (await client.get("/api/v1/me/sessions", headers=owner.headers)).json()["data"]
+    return {"prompt": prompt, "acl": acl, "group": group, "key": key_ok, "sessions": sessions}
 
 
 @pytest.mark.usefixtures("db")
@@ -80,6 +82,7 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
         "group_id": group["id"],
         "user_id": carol.id,
         "key_id": key["id"],
+        "session_id": (await client.get("/api/v1/me", headers=h)).json()["session_id"],
     }
     before = await snapshot(client, ada, ids, key["key"])
 
