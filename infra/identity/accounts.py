@@ -298,8 +298,9 @@ async def resolve(session: AsyncSession, claims: AccessClaims) -> Principal | No
         return None
     row = (
         await session.execute(
-            select(users.c.tenant_id, users.c.role)
+            select(users.c.tenant_id, users.c.role, users.c.permissions, tenants.c.slug)
             .join(auth_sessions, auth_sessions.c.user_id == users.c.id)
+            .join(tenants, tenants.c.id == users.c.tenant_id)
             .where(
                 users.c.id == user_id,
                 auth_sessions.c.id == session_id,
@@ -312,7 +313,13 @@ async def resolve(session: AsyncSession, claims: AccessClaims) -> Principal | No
     if row is None or str(row.tenant_id) != claims.tenant_id:
         return None
     return Principal(
-        user_id=user_id, tenant_id=row.tenant_id, role=row.role, session_id=session_id, scopes=claims.scopes
+        user_id=user_id,
+        tenant_id=row.tenant_id,
+        role=row.role,
+        session_id=session_id,
+        scopes=claims.scopes,
+        permissions=frozenset(row.permissions),
+        instance_admin=row.role == "admin" and row.slug == DEFAULT_TENANT_SLUG,
     )
 
 

@@ -32,9 +32,9 @@ from domain.shared.events import EventMetadata
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal
 from infra.db.tables.api_keys import api_keys
-from infra.db.tables.identity import users
+from infra.db.tables.identity import tenants, users
 from infra.eventstore.postgres import PostgresEventStore
-from infra.identity.accounts import record
+from infra.identity.accounts import DEFAULT_TENANT_SLUG, record
 
 KEY_PREFIX = "lsk_"
 PREFIX_CHARS = 8
@@ -215,10 +215,13 @@ async def verify(session: AsyncSession, token: str, *, now: datetime | None = No
                 api_keys.c.last_used_at,
                 api_keys.c.revoked_at,
                 users.c.role,
+                users.c.permissions,
                 users.c.disabled_at,
                 users.c.tenant_id.label("user_tenant_id"),
+                tenants.c.slug.label("tenant_slug"),
             )
             .join(users, users.c.id == api_keys.c.user_id)
+            .join(tenants, tenants.c.id == users.c.tenant_id)
             .where(api_keys.c.prefix == match.group(1))
         )
     ).first()
@@ -230,7 +233,13 @@ async def verify(session: AsyncSession, token: str, *, now: datetime | None = No
     if row.expires_at is not None and row.expires_at <= now:
         return None
     principal = Principal(
-        user_id=row.user_id, tenant_id=row.tenant_id, role=row.role, session_id=None, scopes=tuple(row.scopes)
+        user_id=row.user_id,
+        tenant_id=row.tenant_id,
+        role=row.role,
+        session_id=None,
+        scopes=tuple(row.scopes),
+        permissions=frozenset(row.permissions),
+        instance_admin=row.role == "admin" and row.tenant_slug == DEFAULT_TENANT_SLUG,
     )
     touch = row.last_used_at is None or row.last_used_at <= now - TOUCH_INTERVAL
     return KeyUse(principal=principal, key_id=row.id, touch=touch)
