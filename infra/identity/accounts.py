@@ -96,6 +96,12 @@ class Accounts:
         self.hasher = hasher
         self.signer = signer
 
+    async def registration_open(self, tenant_id: uuid.UUID, default: bool) -> bool:
+        """Whether anyone may sign up to ``tenant_id`` without an invitation: an admin's runtime
+        choice when one was made, else ``default`` (LITESKILL_REGISTRATION_OPEN)."""
+        chosen = await self.session.scalar(select(tenants.c.registration_open).where(tenants.c.id == tenant_id))
+        return default if chosen is None else bool(chosen)
+
     async def default_tenant(self) -> uuid.UUID:
         found = await self.session.scalar(select(tenants.c.id).where(tenants.c.slug == DEFAULT_TENANT_SLUG))
         if found is not None:
@@ -111,16 +117,35 @@ class Accounts:
         check_policy(password)
         password_hash = await self.hasher.hash(password)
         await self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REGISTRATION_LOCK})
-        tenant_id = await self.default_tenant()
+        tenant_id = await self.default_tenant()  # under the lock: racing first sign-ups create it once
+        account, meta = await self.create_account(tenant_id, email, name, password_hash, meta)
+        return await self.start_session(account, "registration", meta, ip=ip, agent=agent)
+
+    async def create_account(
+        self,
+        tenant_id: uuid.UUID,
+        email: str,
+        name: str | None,
+        password_hash: str | None,
+        meta: EventMetadata,
+        *,
+        role: Literal["admin", "user"] | None = None,
+    ) -> tuple[Account, EventMetadata]:
+        """Insert a user into ``tenant_id`` (``email`` already normalised) and record it. The first
+        account of a tenant is its admin unless ``role`` says otherwise; registrations are
+        serialised so two racing first sign-ups yield exactly one admin. Returns the account and
+        ``meta`` re-addressed to it (tenant and actor) for the events that follow."""
+        await self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REGISTRATION_LOCK})
         taken = await self.session.scalar(
             select(users.c.id).where(users.c.tenant_id == tenant_id, users.c.email == email)
         )
         if taken is not None:
             raise Conflict("An account with this email exists.", code="email_taken")
-        first = not await self.session.scalar(
-            select(func.count()).select_from(users).where(users.c.tenant_id == tenant_id)
-        )
-        role: Literal["admin", "user"] = "admin" if first else "user"
+        if role is None:
+            first = not await self.session.scalar(
+                select(func.count()).select_from(users).where(users.c.tenant_id == tenant_id)
+            )
+            role = "admin" if first else "user"
         user_id = new_id()
         row = (
             await self.session.execute(
@@ -137,7 +162,7 @@ class Accounts:
             ev.UserRegistered(user_id=user_id, tenant_id=tenant_id, email=email, role=role),
             meta,
         )
-        return await self._start_session(account, "registration", meta, ip=ip, agent=agent)
+        return account, meta
 
     async def login(
         self, email: str, password: str, meta: EventMetadata, *, ip: str | None, agent: str | None
@@ -166,9 +191,9 @@ class Accounts:
             return None
         account = _account(row)
         meta = _with(meta, tenant_id=str(account.tenant_id), actor=f"user:{account.id}")
-        return await self._start_session(account, "password", meta, ip=ip, agent=agent)
+        return await self.start_session(account, "password", meta, ip=ip, agent=agent)
 
-    async def _start_session(
+    async def start_session(
         self,
         account: Account,
         method: Literal["password", "registration", "oidc"],
