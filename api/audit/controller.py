@@ -3,7 +3,7 @@
 Rows come from the ``audit_log`` read model (one row per event, fed by the audit projection), so an
 event shows up here once the projection has caught up. The list is newest first and cursor-paged by
 event position; the export streams the same filtered rows oldest first as NDJSON, in batches.
-Reading the trail is an instance-admin action on a known collection, so a non-admin gets 403.
+Reading the trail needs the ``view_audit`` system permission (admins hold it); others get 403.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ UntilFilter = Annotated[
     QueryParameter(name="until", description="Only events recorded before this RFC 3339 time (UTC if no offset)."),
 ]
 
-_FORBIDDEN = {403: ResponseSpec(None, description="The caller is not an admin (`forbidden`).")}
+_FORBIDDEN = {
+    403: ResponseSpec(None, description="The caller is neither an admin nor holds `view_audit` (`forbidden`).")
+}
 
 
 class AuditEvent(msgspec.Struct, kw_only=True):
@@ -67,6 +69,13 @@ class AuditEvent(msgspec.Struct, kw_only=True):
     entity_type: str
     entity_id: str
     actor: str | None
+    tenant_id: str | None
+    ip: str | None
+    user_agent: str | None
+    changed: list[str] | None
+    """The fields a change touched, for events that change an existing entity."""
+    data: dict[str, Any] | None
+    """The event's payload (never holds secret values)."""
     request_id: str | None
     correlation_id: str | None
     stream_id: str
@@ -93,6 +102,11 @@ def _to_schema(row: Row[Any]) -> AuditEvent:
         entity_type=row.entity_type,
         entity_id=row.entity_id,
         actor=row.actor,
+        tenant_id=row.tenant_id,
+        ip=row.ip,
+        user_agent=row.user_agent,
+        changed=list(row.changed) if row.changed is not None else None,
+        data=row.data,
         request_id=row.request_id,
         correlation_id=row.correlation_id,
         stream_id=row.stream_id,
@@ -103,8 +117,8 @@ def _to_schema(row: Row[Any]) -> AuditEvent:
 
 
 def _require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise ApiError(403, "forbidden", "Only admins may read the audit trail.")
+    if not principal.has("view_audit"):
+        raise ApiError(403, "forbidden", "Reading the audit trail needs the view_audit permission.")
 
 
 def _utc(value: datetime) -> datetime:

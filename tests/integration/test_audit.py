@@ -183,3 +183,48 @@ async def test_export_is_ndjson_of_the_filtered_rows_oldest_first(
     assert {r["action"] for r in rows} == {"identity.session_started"}
     bad = await client.get(f"{URL}/export", params={"until": "not a time"}, headers=h)
     assert_problem(bad, 400, "validation_error")
+
+
+async def test_an_update_shows_who_from_where_and_which_fields_changed(client: httpx.AsyncClient, db: Database) -> None:
+    admin, _ = await admin_and_user(client)
+    h = {**bearer(admin["access_token"]), "User-Agent": "audit-test/1.0", "X-Request-ID": "req-audit-1"}
+    prompt = (await client.post("/api/v1/prompts", json={"name": "p", "body": "b"}, headers=h)).json()
+    patched = await client.patch(
+        f"/api/v1/prompts/{prompt['id']}", json={"body": "new body"}, headers={**h, "X-Request-ID": "req-audit-2"}
+    )
+    assert patched.status_code == 200, patched.text
+    await project(db)
+    rows = (await client.get(URL, params={"entity_type": "prompt", "entity_id": prompt["id"]}, headers=h)).json()[
+        "data"
+    ]
+    assert [r["action"] for r in rows] == ["prompts.prompt_updated", "prompts.prompt_created"]
+    updated, created = rows
+    assert updated["changed"] == ["body"]
+    assert updated["data"]["body"] == "new body"
+    assert updated["request_id"] == "req-audit-2"
+    assert updated["user_agent"] == "audit-test/1.0"
+    assert updated["ip"]
+    assert updated["tenant_id"] == admin["user"]["tenant_id"]
+    assert created["changed"] is None
+    assert created["data"]["name"] == "p"
+
+
+async def test_view_audit_permission_opens_the_trail_to_a_non_admin(client: httpx.AsyncClient, db: Database) -> None:
+    from sqlalchemy import update
+
+    from infra.db.tables.identity import users
+
+    _, user = await admin_and_user(client)
+    h = bearer(user["access_token"])
+    assert_problem(await client.get(URL, headers=h), 403, "forbidden")
+    async with db.write() as session:
+        await session.execute(
+            update(users).where(users.c.id == uuid.UUID(user["user"]["id"])).values(permissions=["view_audit"])
+        )
+    await project(db)
+    resp = await client.get(URL, headers=h)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["data"]
+    export = await client.get(f"{URL}/export", headers=h)
+    assert export.status_code == 200
+    assert export.text.strip()

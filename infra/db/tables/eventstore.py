@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, PrimaryKeyConstraint, Sequence, Table, Text, text
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from infra.db.metadata import metadata
 
@@ -59,6 +59,12 @@ audit_log = Table(
     Column("request_id", Text, nullable=True),
     Column("correlation_id", Text, nullable=True),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("ip", Text, nullable=True),
+    Column("user_agent", Text, nullable=True),
+    # The fields a change touched (the event's ``changed``), and the event's payload; events never
+    # carry secret values, so neither does this.
+    Column("changed", ARRAY(Text), nullable=True),
+    Column("data", JSONB, nullable=True),
     # Filters always page by position (newest first), so each index ends with it.
     Index("ix_audit_log_actor_position", "actor", "position"),
     Index("ix_audit_log_action_position", "action", "position"),
