@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.shared.ids import new_id
 from infra.db.engine import Database
@@ -48,7 +48,7 @@ _BACKOFF = text(
 class Outbox:
     """Jobs enqueued inside one unit of work."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession | AsyncConnection) -> None:
         self.session = session
         self.enqueued = 0
 
