@@ -1,0 +1,1 @@
+"""Talking to models, provider-neutral: requests, stream events, errors and the model ports."""
