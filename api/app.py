@@ -15,11 +15,16 @@ from redis.asyncio import Redis
 
 from api import middleware
 from api.access.controller import GroupController, PromptAclController
+from api.admin.controller import AdminSettingsController, AdminTenantController, AdminUserController
 from api.audit.controller import AuditController
 from api.auth.api_keys import ApiKeyController
 from api.auth.controller import AuthController, MeController
+from api.auth.oidc import OidcLoginController
+from api.auth.oidc_providers import OidcProviderController
+from api.auth.password import PasswordController
 from api.auth.principal import provide_principal
 from api.errors import ApiError, exception_handlers
+from api.invitations.controller import InvitationController
 from api.openapi import openapi_config
 from api.prompts.controller import PromptController
 from api.services import Services
@@ -88,11 +93,18 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             SystemController,
             AuthController,
             MeController,
+            PasswordController,
             ApiKeyController,
+            OidcLoginController,
+            OidcProviderController,
             PromptController,
             PromptAclController,
             GroupController,
             AuditController,
+            InvitationController,
+            AdminUserController,
+            AdminSettingsController,
+            AdminTenantController,
         ],
     )
 

@@ -14,6 +14,7 @@ from typing import Any, cast
 import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.ratelimit import response_headers
 from infra.logging import request_id_var
 
 access_log = logging.getLogger("liteskill.access")
@@ -60,7 +61,7 @@ class RequestContextMiddleware:
                     # page, a plugin) is replaced, so every error a client sees is problem+json.
                     replacing = True
                     return
-                message["headers"] = [*headers, header]
+                message["headers"] = [*headers, header, *response_headers(scope, headers)]
             elif replacing:
                 if not message.get("more_body", False):
                     body = _fallback_problem(status, rid, scope["path"])

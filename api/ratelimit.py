@@ -5,6 +5,10 @@ A window is one Redis key (``INCR`` + ``EXPIRE`` in one round trip). Fixed windo
 of up to twice the limit across a boundary, which is acceptable for brute-force protection and
 costs one key per client per minute. If Redis is unreachable the request is let through (and
 logged): losing rate limiting is better than losing login.
+
+A limit that lets a request through may ``remember`` its decision in the request's ASGI scope; the
+request middleware then adds the ``RateLimit`` headers to whatever response follows. (The scope
+rather than ``request.state``: that only persists when the server provides a ``state`` dict.)
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -20,6 +25,7 @@ from api.errors import ApiError
 log = logging.getLogger(__name__)
 
 WINDOW_S = 60
+_SCOPE_KEY = "liteskill.rate_limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +69,18 @@ async def enforce(redis: Redis, bucket: str, key: str, limit: int) -> None:
             "Too many requests; try again later.",
             headers={"Retry-After": str(decision.reset_s), **decision.headers(bucket)},
         )
+
+
+def remember(scope: Any, decision: Decision, policy: str) -> None:
+    """Keep a passing decision for the response's headers (see ``response_headers``)."""
+    scope[_SCOPE_KEY] = (decision, policy)
+
+
+def response_headers(scope: Any, present: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The raw ``RateLimit`` headers of a remembered decision; none when nothing was limited or the
+    response already carries its own (a stricter limit answered)."""
+    remembered = scope.get(_SCOPE_KEY)
+    if remembered is None or any(name.lower() == b"ratelimit" for name, _ in present):
+        return []
+    decision, policy = remembered
+    return [(name.lower().encode(), value.encode()) for name, value in decision.headers(policy).items()]

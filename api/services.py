@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from infra.db.engine import Database
+from infra.identity.oidc import OidcClient
 from infra.identity.passwords import PasswordHasher
 from infra.identity.tokens import TokenSigner
 from infra.settings import Settings
@@ -19,6 +20,8 @@ class Services:
     redis: Redis
     passwords: PasswordHasher = field(default_factory=PasswordHasher)
     signer: TokenSigner | None = None
+    oidc: OidcClient = field(default_factory=OidcClient)
+    """OpenID Connect discovery and key sets, cached briefly across requests."""
 
     def token_signer(self) -> TokenSigner:
         """The access-token signer, keyed from the master key on first use."""

@@ -98,6 +98,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """LITESKILL_AUTH_RATE_PER_IP: login/register/refresh attempts per minute from one IP address."""
     auth_rate_per_account: int = 10
     """LITESKILL_AUTH_RATE_PER_ACCOUNT: login attempts per minute for one email address."""
+    api_rate_per_principal: int = 1200
+    """LITESKILL_API_RATE_PER_PRINCIPAL: authenticated requests per minute per user (sessions) or API key; 0: off."""
     master_key: SecretStr | None = None
     """LITESKILL_MASTER_KEY: base64 of the 32-byte key-encryption key for stored secrets."""
     master_key_file: Path | None = None
@@ -183,6 +185,7 @@ def _validate(settings: Settings) -> None:
         (60 <= settings.access_token_ttl_s <= 86_400, "LITESKILL_ACCESS_TOKEN_TTL_S must be between 60 and 86400"),
         (settings.auth_rate_per_ip >= 1, "LITESKILL_AUTH_RATE_PER_IP must be at least 1"),
         (settings.auth_rate_per_account >= 1, "LITESKILL_AUTH_RATE_PER_ACCOUNT must be at least 1"),
+        (settings.api_rate_per_principal >= 0, "LITESKILL_API_RATE_PER_PRINCIPAL must be 0 (off) or more"),
     ]
     url = settings.database.url
     if url is not None and not url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):

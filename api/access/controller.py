@@ -1,6 +1,7 @@
 """/api/v1/prompts/{prompt_id}/acl and /api/v1/groups: who may see and change shared entities.
 
-Viewers list an entity's grants; managers grant (up to manager) and revoke (anyone but the owner).
+Viewers list an entity's grants; managers grant (up to manager) and revoke (anyone but the owner);
+the owner transfers ownership to another user and stays on as a manager.
 An entity the caller has no role on answers like a missing one (its own 404 code).
 """
 
@@ -23,6 +24,7 @@ from api.access.schemas import (
     GroupList,
     GroupMember,
     GroupMemberCreate,
+    OwnershipTransfer,
 )
 from api.context import event_metadata
 from api.pagination import CursorParam, IdCursor, LimitParam, decode_cursor, page_response, paginate
@@ -68,6 +70,7 @@ def _group(g: grp.Group) -> Group:
 class PromptAclController(Controller):
     path = "/prompts/{prompt_id:str}/acl"
     tags = ["access"]
+    opt = {"scope": "prompts"}  # sharing a prompt is writing to it
 
     @get("", operation_id="ListPromptGrants", summary="List who may access a prompt", responses=_PROMPT_404)
     async def list_prompt_grants(
@@ -111,6 +114,40 @@ class PromptAclController(Controller):
             )
         return Response(_grant(granted), status_code=201 if created else 200)
 
+    @post(
+        "/transfer",
+        operation_id="TransferPromptOwnership",
+        summary="Make another user the prompt's owner (you become a manager)",
+        status_code=200,
+        responses={
+            404: ResponseSpec(
+                None,
+                description="No prompt with this id visible to you (`prompt_not_found`), or no active user with"
+                " this id in your tenant (`user_not_found`).",
+            ),
+            403: ResponseSpec(None, description="Only the owner may transfer ownership (`forbidden`)."),
+        },
+    )
+    async def transfer_prompt_ownership(
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+        prompt_id: PromptId,
+        data: JSONBody[OwnershipTransfer],
+    ) -> AclGrantList:
+        async with services.db.write() as session:
+            grants = await acl.transfer(
+                session,
+                principal,
+                "prompt",
+                prompt_id,
+                data.user_id,
+                event_metadata(request, principal),
+                PromptNotFound,
+            )
+        return AclGrantList(data=[_grant(g) for g in grants])
+
     @delete(
         "/{grant_id:str}",
         operation_id="RevokePromptAccess",
@@ -135,6 +172,7 @@ class PromptAclController(Controller):
 class GroupController(Controller):
     path = "/groups"
     tags = ["access"]
+    opt = {"scope": "groups"}
 
     @post("", operation_id="CreateGroup", summary="Create a group (you become its manager)", status_code=201)
     async def create_group(

@@ -37,6 +37,12 @@ class AclGrantCreate(msgspec.Struct, kw_only=True):
     role: GrantRole
 
 
+class OwnershipTransfer(msgspec.Struct, kw_only=True):
+    """Hand the entity to another active user of your tenant; you become a manager of it."""
+
+    user_id: uuid.UUID
+
+
 class AclGrantList(msgspec.Struct, kw_only=True):
     """Every grant on the entity (an ACL is short, so it is not paged)."""
 

@@ -153,6 +153,7 @@ def _conditions(
 class AuditController(Controller):
     path = "/audit-events"
     tags = ["audit"]
+    opt = {"scope": "audit"}
 
     @get("", operation_id="ListAuditEvents", summary="List audit events, newest first", responses=_FORBIDDEN)
     async def list_audit_events(

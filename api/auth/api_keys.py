@@ -5,6 +5,11 @@ caller's answers exactly like a missing one (404 ``api_key_not_found``). Creatin
 signed-in session: a key cannot mint further keys (it could otherwise outlive its own revocation or
 widen its scopes). The create route does not take an Idempotency-Key: a replay would have to keep
 the plaintext key in the replay store.
+
+Scopes narrow what a key may do (``domain.shared.scopes``); the vocabulary is the set of resources
+the routes declare, and anything else is refused at creation (400 ``unknown_scope``). A key created
+without ``scopes`` is stored with ``["*"]``; keys stored with an empty list (from before scopes were
+enforced) act as ``*`` too.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from msgspec import Meta
 
+from api.auth.scopes import vocabulary
 from api.context import event_metadata
 from api.errors import ApiError
 from api.pagination import CursorParam, IdCursor, LimitParam, Page, decode_cursor, page_response, paginate
 from api.problem import FieldError
 from api.services import Services
+from domain.shared import scopes
 from domain.shared.clock import utcnow
 from domain.shared.principal import Principal
 from infra.identity import api_keys as keys
@@ -35,7 +42,17 @@ SCOPES_MAX = 50
 
 KeyName = Annotated[str, Meta(min_length=1, max_length=NAME_MAX, description="A label for the key.")]
 Scope = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:*-]+$")]
-Scopes = Annotated[list[Scope], Meta(max_length=SCOPES_MAX, description="What the key may do; duplicates are dropped.")]
+Scopes = Annotated[
+    list[Scope],
+    Meta(
+        min_length=1,
+        max_length=SCOPES_MAX,
+        description=(
+            "What the key may do: `<resource>:read`, `<resource>:write`, `<resource>:*`, `*:read`, `*:write` or `*`"
+            ' (default `["*"]`); duplicates are dropped.'
+        ),
+    ),
+]
 ExpiresAt = Annotated[datetime, Meta(tz=True, description="When the key stops working; in the future.")]
 ApiKeyId = Annotated[uuid.UUID, PathParameter(description="The API key's id (UUID).")]
 
@@ -45,7 +62,7 @@ _NOT_FOUND = {404: ResponseSpec(None, description="No API key of the caller with
 class ApiKeyCreate(msgspec.Struct, kw_only=True):
     name: KeyName
     expires_at: ExpiresAt | None = None
-    scopes: Scopes = msgspec.field(default_factory=list)
+    scopes: Scopes = msgspec.field(default_factory=lambda: [scopes.ALL])
 
 
 class ApiKey(msgspec.Struct, kw_only=True):
@@ -95,9 +112,26 @@ def _invalid(pointer: str, detail: str) -> ApiError:
     )
 
 
+def _check_scopes(requested: list[str], resources: frozenset[str]) -> None:
+    unknown = [
+        FieldError(
+            detail=f"Unknown scope {scope!r}: use <resource>:read|write|* or *:read|write or *, resources "
+            + ", ".join(sorted(resources))
+            + ".",
+            code="unknown_scope",
+            pointer=f"/scopes/{i}",
+        )
+        for i, scope in enumerate(requested)
+        if not scopes.is_known(scope, resources)
+    ]
+    if unknown:
+        raise ApiError(400, "unknown_scope", "The request names scopes that do not exist.", errors=unknown)
+
+
 class ApiKeyController(Controller):
     path = "/api-keys"
     tags = ["auth"]
+    opt = {"scope": "api_keys"}
 
     @post(
         "",
@@ -123,6 +157,7 @@ class ApiKeyController(Controller):
             raise _invalid("/name", "The name must not be blank.")
         if data.expires_at is not None and data.expires_at <= utcnow():
             raise _invalid("/expires_at", "The expiry must be in the future.")
+        _check_scopes(data.scopes, vocabulary(request.app))
         async with services.db.write() as session:
             created = await keys.create(
                 session, principal, name, data.scopes, data.expires_at, event_metadata(request, principal)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
 from api.auth.principal import unauthenticated
@@ -31,7 +32,8 @@ from api.pagination import CursorParam, IdCursor, LimitParam, decode_cursor, pag
 from api.ratelimit import enforce
 from api.services import Services
 from domain.shared.principal import Principal
-from infra.identity.accounts import Account, Accounts, Tokens, live_sessions
+from infra.identity.accounts import DEFAULT_TENANT_SLUG, Account, Accounts, Tokens, live_sessions
+from infra.identity.invitations import InvitationUnusable
 
 
 def _user(account: Account) -> User:
@@ -59,19 +61,45 @@ class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
 
-    @post("/register", operation_id="Register", summary="Create an account (the first one becomes admin)")
+    @post(
+        "/register",
+        operation_id="Register",
+        summary="Create an account (the first one of a tenant becomes its admin)",
+        responses={
+            403: ResponseSpec(
+                None,
+                description="Registration is closed (`registration_closed`), or the invitation is for "
+                "another email (`invitation_email_mismatch`).",
+            ),
+            404: ResponseSpec(None, description="No invitation matches the token (`invitation_not_found`)."),
+            410: ResponseSpec(
+                None,
+                description="The invitation was used (`invitation_used`), revoked (`invitation_revoked`) "
+                "or has expired (`invitation_expired`).",
+            ),
+        },
+    )
     async def register(
         self, request: Request[Any, Any, Any], services: NamedDependency[Services], data: JSONBody[RegisterRequest]
     ) -> TokenResponse:
         ip, agent = _client(request)
         await enforce(services.redis, "auth-ip", ip or "unknown", services.settings.auth_rate_per_ip)
-        if not services.settings.registration_open:
-            raise ApiError(403, "registration_closed", "Registration is closed on this instance; ask an admin.")
-        async with services.db.write() as session:
-            accounts = Accounts(session, services.passwords, services.token_signer())
-            tokens = await accounts.register(
-                data.email, data.password, data.name, event_metadata(request), ip=ip, agent=agent
-            )
+        try:
+            async with services.db.write() as session:
+                accounts = Accounts(session, services.passwords, services.token_signer())
+                tokens = await accounts.register(
+                    data.email,
+                    data.password,
+                    data.name,
+                    event_metadata(request),
+                    ip=ip,
+                    agent=agent,
+                    tenant=data.tenant or DEFAULT_TENANT_SLUG,
+                    invitation_token=data.invitation_token,
+                    registration_default=services.settings.registration_open,
+                )
+        except InvitationUnusable as exc:  # used, revoked or expired: gone for good
+            raise ApiError(410, exc.code, exc.detail) from None
         return _tokens(tokens)
 
     @post("/login", operation_id="Login", summary="Sign in with email and password", status_code=200)
@@ -84,7 +112,14 @@ class AuthController(Controller):
         await enforce(services.redis, "login-account", account_key, services.settings.auth_rate_per_account)
         async with services.db.write() as session:
             accounts = Accounts(session, services.passwords, services.token_signer())
-            tokens = await accounts.login(data.email, data.password, event_metadata(request), ip=ip, agent=agent)
+            tokens = await accounts.login(
+                data.email,
+                data.password,
+                event_metadata(request),
+                ip=ip,
+                agent=agent,
+                tenant=data.tenant or DEFAULT_TENANT_SLUG,
+            )
         if tokens is None:
             raise unauthenticated("The email or password is not correct.")
         return _tokens(tokens)
@@ -103,7 +138,11 @@ class AuthController(Controller):
         return _tokens(tokens)
 
     @post(
-        "/logout", operation_id="Logout", summary="End the session behind the presented access token", status_code=204
+        "/logout",
+        operation_id="Logout",
+        summary="End the session behind the presented access token",
+        status_code=204,
+        opt={"scope": "me"},
     )
     async def logout(
         self,
@@ -124,6 +163,7 @@ SessionId = Annotated[uuid.UUID, PathParameter(description="The session's id (UU
 class MeController(Controller):
     path = "/me"
     tags = ["auth"]
+    opt = {"scope": "me"}
 
     @get("", operation_id="GetMe", summary="The caller: user, tenant and roles")
     async def me(self, services: NamedDependency[Services], principal: NamedDependency[Principal]) -> Me:
@@ -131,7 +171,7 @@ class MeController(Controller):
 
         from infra.db.tables.identity import users
 
-        async with services.db.read() as session:
+        async with services.db.read_statement() as session:  # one statement: no transaction needed
             row = (await session.execute(select(users).where(users.c.id == principal.user_id))).one()
         user = User(
             id=row.id, email=row.email, name=row.name, role=row.role, tenant_id=row.tenant_id, created_at=row.created_at

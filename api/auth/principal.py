@@ -3,6 +3,17 @@
 A token starting with ``lsk_`` is an API key; anything else is an access JWT. Every failure (no
 header, another scheme, a bad or expired token or key, a revoked session or key, a disabled user)
 is the same 401 ``unauthenticated`` problem with ``WWW-Authenticate: Bearer``.
+
+This is also the one place where the two checks every credential goes through happen, after it
+resolves:
+
+- the per-principal rate limit (LITESKILL_API_RATE_PER_PRINCIPAL a minute; an API key counts in its
+  own bucket, a user's signed-in sessions share the user's bucket): 429 ``rate_limited`` over it.
+  The decision is left in the request's ASGI scope (``api.ratelimit.remember``) and the request
+  middleware adds the ``RateLimit`` headers to the response;
+- an API key's scopes (``domain.shared.scopes``): the route's resource comes from its ``opt``
+  ``scope`` declaration; 403 ``insufficient_scope`` when the key's scopes do not cover it. A route
+  that declares none is open to ``*`` keys only. Signed-in sessions are not narrowed.
 """
 
 from __future__ import annotations
@@ -12,8 +23,11 @@ from typing import Any
 from litestar import Request
 from litestar.di import NamedDependency
 
+from api.auth.scopes import resource_of
 from api.errors import ApiError
+from api.ratelimit import hit, remember
 from api.services import Services
+from domain.shared import scopes
 from domain.shared.errors import Unauthenticated
 from domain.shared.principal import Principal
 from infra.identity import api_keys
@@ -31,27 +45,64 @@ def bearer_token(request: Request[Any, Any, Any]) -> str:
     return token.strip()
 
 
+RATE_POLICY = "api"
+
+
 async def provide_principal(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Principal:
     token = bearer_token(request)
     if api_keys.is_api_key(token):
-        return await _key_principal(services, token)
-    try:
-        claims = services.token_signer().verify(token)
-    except Unauthenticated:
-        raise unauthenticated("The access token is not valid or has expired.") from None
-    async with services.db.read() as session:
-        principal = await resolve(session, claims)
-    if principal is None:
-        raise unauthenticated("The session behind this token has ended.")
+        principal, bucket = await _key_principal(services, token)
+    else:
+        try:
+            claims = services.token_signer().verify(token)
+        except Unauthenticated:
+            raise unauthenticated("The access token is not valid or has expired.") from None
+        async with services.db.read_statement() as session:  # one round trip
+            found = await resolve(session, claims)
+        if found is None:
+            raise unauthenticated("The session behind this token has ended.")
+        principal, bucket = found, f"user:{found.user_id}"
+    await _limit(request, services, bucket)
+    if principal.session_id is None:
+        _check_scope(request, principal)
     return principal
 
 
-async def _key_principal(services: Services, token: str) -> Principal:
-    async with services.db.read() as session:
+async def _key_principal(services: Services, token: str) -> tuple[Principal, str]:
+    async with services.db.read_statement() as session:  # one round trip
         use = await api_keys.verify(session, token)
     if use is None:
         raise unauthenticated("The API key is not valid, has expired or was revoked.")
     if use.touch:  # at most once a minute per key, not a write per request
         async with services.db.write() as session:
             await api_keys.touch(session, use.key_id)
-    return use.principal
+    return use.principal, f"key:{use.key_id}"
+
+
+async def _limit(request: Request[Any, Any, Any], services: Services, bucket: str) -> None:
+    limit = services.settings.api_rate_per_principal
+    if limit <= 0:
+        return
+    decision = await hit(services.redis, RATE_POLICY, bucket, limit)
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "Too many requests; try again later.",
+            headers={"Retry-After": str(decision.reset_s), **decision.headers(RATE_POLICY)},
+        )
+    remember(request.scope, decision, RATE_POLICY)
+
+
+def _check_scope(request: Request[Any, Any, Any], principal: Principal) -> None:
+    resource = resource_of(request.route_handler)
+    access = scopes.access_of(request.method)
+    if scopes.allows(principal.scopes, resource, access):
+        return
+    needed = scopes.required(resource, request.method)
+    raise ApiError(
+        403,
+        "insufficient_scope",
+        f"This API key's scopes do not include {needed}.",
+        headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'},
+    )

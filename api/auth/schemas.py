@@ -13,17 +13,28 @@ from api.pagination import Page
 
 Email = Annotated[str, Meta(min_length=3, max_length=254, description="Case-insensitive.")]
 Password = Annotated[str, Meta(min_length=1, max_length=1024, description="12 to 128 characters.")]
+TenantSlug = Annotated[
+    str,
+    Meta(
+        min_length=1, max_length=63, description='The tenant\'s slug; leave it out for the default tenant ("default").'
+    ),
+]
 
 
 class RegisterRequest(msgspec.Struct, kw_only=True):
     email: Email
     password: Password
     name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    tenant: TenantSlug | None = None
+    """The tenant to join while its registration is open; ignored with an invitation."""
+    invitation_token: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    """An invitation (``lsi_...``): joins its tenant with its role, even when registration is closed."""
 
 
 class LoginRequest(msgspec.Struct, kw_only=True):
     email: Email
     password: Password
+    tenant: TenantSlug | None = None
 
 
 class RefreshRequest(msgspec.Struct, kw_only=True):

@@ -104,6 +104,7 @@ def _with_etag(prompt: Prompt, status_code: int = 200, headers: dict[str, str] |
 class PromptController(Controller):
     path = "/prompts"
     tags = ["prompts"]
+    opt = {"scope": "prompts"}
 
     @post(
         "",

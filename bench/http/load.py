@@ -33,9 +33,13 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def wrk_load(url: str, connections: int, warmup: float, duration: float, cpu: int | None) -> dict[str, Any]:
+def wrk_load(
+    url: str, connections: int, warmup: float, duration: float, cpu: int | None, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``extra``: more wrk arguments (``-H`` headers, ``-s`` a Lua script for other methods)."""
+
     def run(seconds: float, latency: bool) -> str:
-        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s"]
+        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s", *extra]
         proc = subprocess.Popen([*cmd, *(["--latency"] if latency else []), url], stdout=subprocess.PIPE, text=True)
         pin(proc.pid, cpu)
         out, _ = proc.communicate()
@@ -77,8 +81,9 @@ class _Stats:
 class _Connection(asyncio.Protocol):
     """Keep-alive HTTP/1.1, one request in flight: send, parse a full response, send again."""
 
-    def __init__(self, stats: _Stats, closed: asyncio.Future[None]) -> None:
+    def __init__(self, stats: _Stats, closed: asyncio.Future[None], request: bytes = _REQUEST) -> None:
         self.stats = stats
+        self.request = request
         self.closed = closed
         self.buf = bytearray()
         self.sent = 0.0
@@ -91,7 +96,7 @@ class _Connection(asyncio.Protocol):
     def _send(self) -> None:
         assert self.transport is not None
         self.sent = time.perf_counter()
-        self.transport.write(_REQUEST)
+        self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -129,7 +134,9 @@ class _Connection(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def _python_load(port: int, connections: int, warmup: float, duration: float) -> dict[str, Any]:
+async def _python_load(
+    port: int, connections: int, warmup: float, duration: float, request: bytes = _REQUEST
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     stats = _Stats()
     closed: list[asyncio.Future[None]] = []
@@ -138,7 +145,7 @@ async def _python_load(port: int, connections: int, warmup: float, duration: flo
         done: asyncio.Future[None] = loop.create_future()
         closed.append(done)
         transport, _ = await loop.create_connection(
-            lambda done=done: _Connection(stats, done),  # type: ignore[misc]
+            lambda done=done: _Connection(stats, done, request),  # type: ignore[misc]
             "127.0.0.1",
             port,
         )
@@ -168,20 +175,27 @@ async def _python_load(port: int, connections: int, warmup: float, duration: flo
     }
 
 
-def _python_load_process(port: int, connections: int, warmup: float, duration: float, out: Any) -> None:
+def _python_load_process(
+    port: int, connections: int, warmup: float, duration: float, out: Any, request: bytes = _REQUEST
+) -> None:
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         runner = asyncio.run
-    out.put(runner(_python_load(port, connections, warmup, duration)))
+    out.put(runner(_python_load(port, connections, warmup, duration, request)))
 
 
-def python_load(port: int, connections: int, warmup: float, duration: float, cpu: int | None) -> dict[str, Any]:
+def python_load(
+    port: int, connections: int, warmup: float, duration: float, cpu: int | None, request: bytes = _REQUEST
+) -> dict[str, Any]:
+    """``request``: the raw HTTP/1.1 request each connection repeats (default: GET ``PATH``)."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_python_load_process, args=(port, connections, warmup, duration, queue), daemon=True)
+    proc = ctx.Process(
+        target=_python_load_process, args=(port, connections, warmup, duration, queue, request), daemon=True
+    )
     proc.start()
     pin(proc.pid or 0, cpu)
     try:

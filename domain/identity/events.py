@@ -33,4 +33,14 @@ class LoginFailed(Event, frozen=True, kw_only=True):
 class SessionRevoked(Event, frozen=True, kw_only=True):
     session_id: uuid.UUID
     user_id: uuid.UUID
-    reason: Literal["logout", "refresh_token_reused", "expired", "revoked"]
+    reason: Literal["logout", "refresh_token_reused", "expired", "revoked", "disabled", "password_changed"]
+
+
+@event_type("identity.password_changed.v1")
+class PasswordChanged(Event, frozen=True, kw_only=True):
+    """The user changed their password (never the password or its hash); ``revoked_sessions``
+    counts their other sessions signed out with it."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID | None
+    revoked_sessions: int

@@ -28,6 +28,17 @@ class GrantChanged(Event, frozen=True, kw_only=True):
     previous_role: str | None
 
 
+@event_type("access.ownership_transferred.v1")
+class OwnershipTransferred(Event, frozen=True, kw_only=True):
+    """The owner handed the entity to another user and became a manager of it (the grant changes
+    are recorded beside this event as ``GrantChanged``)."""
+
+    entity_type: str
+    entity_id: uuid.UUID
+    from_user_id: uuid.UUID
+    to_user_id: uuid.UUID
+
+
 @event_type("access.group_created.v1")
 class GroupCreated(Event, frozen=True, kw_only=True):
     group_id: uuid.UUID

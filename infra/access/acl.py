@@ -2,7 +2,9 @@
 
 A role comes from a grant to the user or to a group they belong to, within their tenant; the
 effective role is the highest. No role means invisible, which callers report exactly like a missing
-entity (the same 404). Every grant change appends ``access.grant_changed.v1`` to ``acl-<type>-<id>``.
+entity (the same 404). Every grant change appends ``access.grant_changed.v1`` to ``acl-<type>-<id>``;
+an ownership transfer also appends ``access.ownership_transferred.v1`` there. Nothing here is
+specific to one entity type: routes pass their type name and their own not-found error.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from sqlalchemy import ColumnElement, and_, delete, exists, insert, or_, select,
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.shared import authz
-from domain.shared.access_events import GrantChanged, acl_stream
+from domain.shared.access_events import GrantChanged, OwnershipTransferred, acl_stream
 from domain.shared.authz import Action, GranteeType, Role
 from domain.shared.errors import Forbidden, NotFound
 from domain.shared.events import EventMetadata
@@ -40,6 +42,12 @@ class GranteeNotFound(NotFound):
     """No user or group with this id in the caller's tenant."""
 
     code = "grantee_not_found"
+
+
+class UserNotFound(NotFound):
+    """No active user with this id in the caller's tenant."""
+
+    code = "user_not_found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +215,96 @@ async def grant(
         await session.execute(update(g).where(g.c.id == existing.id).values(role=role))
         await _audit(session, _grant(existing), role, existing.role, meta)
     return _replace_role(_grant(existing), role), False
+
+
+async def transfer(
+    session: AsyncSession,
+    principal: Principal,
+    entity_type: str,
+    entity_id: uuid.UUID,
+    user_id: uuid.UUID,
+    meta: EventMetadata,
+    not_found: type[NotFound] = NotFound,
+) -> list[Grant]:
+    """Make ``user_id`` (an active user of the caller's tenant) the entity's owner; the caller, its
+    owner until now, becomes a manager. The target's existing grant, if any, is raised to owner
+    rather than duplicated. Returns the entity's grants afterwards. Transferring to oneself changes
+    nothing."""
+    await _lock(session, entity_type, entity_id)
+    mine = await effective_role(session, principal, entity_type, entity_id)
+    if mine is None:
+        raise not_found()
+    if not authz.may_transfer(mine):
+        raise Forbidden(f"Only the owner may transfer ownership (your role: {mine}).")
+    target = await session.scalar(
+        select(users.c.id).where(
+            users.c.id == user_id, users.c.tenant_id == principal.tenant_id, users.c.disabled_at.is_(None)
+        )
+    )
+    if target is None:
+        raise UserNotFound()
+    if user_id != principal.user_id:
+        owner = (
+            await session.execute(
+                select(g).where(
+                    g.c.entity_type == entity_type,
+                    g.c.entity_id == entity_id,
+                    g.c.grantee_type == "user",
+                    g.c.grantee_id == principal.user_id,
+                    g.c.role == "owner",
+                )
+            )
+        ).one_or_none()
+        if owner is None:  # the caller's ownership comes only through a group: nothing of theirs to hand over
+            raise Forbidden("Only the owner may transfer ownership.")
+        existing = (
+            await session.execute(
+                select(g).where(
+                    g.c.entity_type == entity_type,
+                    g.c.entity_id == entity_id,
+                    g.c.grantee_type == "user",
+                    g.c.grantee_id == user_id,
+                )
+            )
+        ).one_or_none()
+        await session.execute(update(g).where(g.c.id == owner.id).values(role="manager"))
+        await _audit(session, _grant(owner), "manager", "owner", meta)
+        if existing is None:
+            row = (
+                await session.execute(
+                    insert(g)
+                    .values(
+                        id=new_id(),
+                        tenant_id=principal.tenant_id,
+                        entity_type=entity_type,
+                        entity_id=entity_id,
+                        grantee_type="user",
+                        grantee_id=user_id,
+                        role="owner",
+                    )
+                    .returning(*g.c)
+                )
+            ).one()
+            await _audit(session, _grant(row), "owner", None, meta)
+        else:
+            await session.execute(update(g).where(g.c.id == existing.id).values(role="owner"))
+            await _audit(session, _grant(existing), "owner", existing.role, meta)
+        await record(
+            PostgresEventStore(session),
+            acl_stream(entity_type, entity_id),
+            OwnershipTransferred(
+                entity_type=entity_type, entity_id=entity_id, from_user_id=principal.user_id, to_user_id=user_id
+            ),
+            meta,
+        )
+    return await list_grants(session, entity_type, entity_id)
+
+
+async def _lock(session: AsyncSession, entity_type: str, entity_id: uuid.UUID) -> None:
+    """Grants of one entity change one at a time (see ``grant``)."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"acl:{entity_type}:{entity_id}"}
+    )
 
 
 def _replace_role(grant_: Grant, role: Role) -> Grant:

@@ -73,6 +73,17 @@ class Database:
             await session.execute(text("SET TRANSACTION READ ONLY"))
             yield session
 
+    @asynccontextmanager
+    async def read_statement(self) -> AsyncIterator[ReadSession]:
+        """A session for ONE read-only statement, run outside a transaction (autocommit): one round
+        trip instead of four (BEGIN, SET TRANSACTION READ ONLY, the query, COMMIT). For hot
+        single-query paths (resolving the caller of every request); several statements here would
+        not share a snapshot, so use ``read`` for anything more."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with ReadSession(bind=conn, expire_on_commit=False, autoflush=False) as session:
+                yield session
+
     def write_session(self) -> WriteSession:
         """An unstarted write session for edges that manage the transaction themselves."""
         return self._write()

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.identity import events as ev
 from domain.shared.clock import utcnow
-from domain.shared.errors import ConcurrencyConflict, Conflict, Invalid
+from domain.shared.errors import ConcurrencyConflict, Conflict, Forbidden, Invalid
 from domain.shared.events import Event, EventMetadata, NewEvent
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal
@@ -111,15 +111,57 @@ class Accounts:
         return tenant_id
 
     async def register(
-        self, email: str, password: str, name: str | None, meta: EventMetadata, *, ip: str | None, agent: str | None
+        self,
+        email: str,
+        password: str,
+        name: str | None,
+        meta: EventMetadata,
+        *,
+        ip: str | None,
+        agent: str | None,
+        tenant: str = DEFAULT_TENANT_SLUG,
+        invitation_token: str | None = None,
+        registration_default: bool | None = None,
     ) -> Tokens:
+        """Sign up to ``tenant`` (a slug) while its registration is open (``registration_default``
+        is LITESKILL_REGISTRATION_OPEN; None skips the check, for trusted callers like the CLI), or
+        with an invitation, which works even when registration is closed and decides the tenant and
+        role itself. An unknown tenant answers like a closed one (``registration_closed``)."""
+        from infra.identity import invitations  # it builds on this module
+
         email = normalize_email(email)
         check_policy(password)
+        if invitation_token is None:
+            # Checked before the (slow) hash so a closed tenant costs no CPU; again under the lock.
+            await self._open_tenant(tenant, registration_default, create=False)
         password_hash = await self.hasher.hash(password)
+        if invitation_token is not None:
+            invitation = await invitations.claim(self.session, invitation_token, email)
+            account, meta = await self.create_account(
+                invitation.tenant_id, email, name, password_hash, meta, role=invitation.role
+            )
+            await invitations.accept(self.session, invitation, account.id, meta)
+            return await self.start_session(account, "registration", meta, ip=ip, agent=agent)
         await self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REGISTRATION_LOCK})
-        tenant_id = await self.default_tenant()  # under the lock: racing first sign-ups create it once
+        # Under the lock: racing first sign-ups create the default tenant once.
+        tenant_id = await self._open_tenant(tenant, registration_default, create=True)
+        assert tenant_id is not None
         account, meta = await self.create_account(tenant_id, email, name, password_hash, meta)
         return await self.start_session(account, "registration", meta, ip=ip, agent=agent)
+
+    async def _open_tenant(self, slug: str, default: bool | None, *, create: bool) -> uuid.UUID | None:
+        """The tenant ``slug`` if anyone may sign up to it, else ``registration_closed``. The
+        default tenant may not exist yet (an empty instance): it is created when ``create``."""
+        tenant_id: uuid.UUID | None = await self.session.scalar(select(tenants.c.id).where(tenants.c.slug == slug))
+        if tenant_id is None:
+            is_open = slug == DEFAULT_TENANT_SLUG and default is not False
+        else:
+            is_open = default is None or await self.registration_open(tenant_id, default)
+        if not is_open:
+            raise Forbidden("Registration is closed; ask an admin for an invitation.", code="registration_closed")
+        if tenant_id is None and create:
+            tenant_id = await self.default_tenant()
+        return tenant_id
 
     async def create_account(
         self,
@@ -165,17 +207,23 @@ class Accounts:
         return account, meta
 
     async def login(
-        self, email: str, password: str, meta: EventMetadata, *, ip: str | None, agent: str | None
+        self,
+        email: str,
+        password: str,
+        meta: EventMetadata,
+        *,
+        ip: str | None,
+        agent: str | None,
+        tenant: str = DEFAULT_TENANT_SLUG,
     ) -> Tokens | None:
-        """Tokens, or None after recording the failure (the caller commits, then answers 401)."""
+        """Tokens, or None after recording the failure (the caller commits, then answers 401).
+        An unknown ``tenant`` (slug) fails exactly like an unknown account: no tenant enumeration."""
         try:
             email = normalize_email(email)
         except Invalid:
             email = email.strip().lower()[:254]
-        in_default_tenant = (
-            users.c.tenant_id == select(tenants.c.id).where(tenants.c.slug == DEFAULT_TENANT_SLUG).scalar_subquery()
-        )
-        row = (await self.session.execute(select(users).where(users.c.email == email, in_default_tenant))).first()
+        in_tenant = users.c.tenant_id == select(tenants.c.id).where(tenants.c.slug == tenant).scalar_subquery()
+        row = (await self.session.execute(select(users).where(users.c.email == email, in_tenant))).first()
         ok = await self.hasher.verify(row.password_hash if row is not None else None, password)
         if row is None or not ok or row.disabled_at is not None:
             reason: Literal["unknown_account", "wrong_password", "disabled"] = (
@@ -186,8 +234,9 @@ class Accounts:
                 if row is not None
                 else f"login_attempt-{hashlib.sha256(email.encode()).hexdigest()[:32]}"
             )
-            tenant = str(row.tenant_id) if row is not None else meta.tenant_id
-            await record(self.events, stream, ev.LoginFailed(email=email, reason=reason), _with(meta, tenant_id=tenant))
+            tenant_id = str(row.tenant_id) if row is not None else meta.tenant_id
+            failed = ev.LoginFailed(email=email, reason=reason)
+            await record(self.events, stream, failed, _with(meta, tenant_id=tenant_id))
             return None
         account = _account(row)
         meta = _with(meta, tenant_id=str(account.tenant_id), actor=f"user:{account.id}")
@@ -271,7 +320,7 @@ class Accounts:
         self,
         session_id: uuid.UUID,
         user_id: uuid.UUID,
-        reason: Literal["logout", "refresh_token_reused", "expired", "revoked"],
+        reason: Literal["logout", "refresh_token_reused", "expired", "revoked", "disabled"],
         meta: EventMetadata,
     ) -> bool:
         done = await self.session.execute(

@@ -31,6 +31,7 @@ from domain.shared.errors import NotFound
 from domain.shared.events import EventMetadata
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal
+from domain.shared.scopes import effective as effective_scopes
 from infra.db.tables.api_keys import api_keys
 from infra.db.tables.identity import tenants, users
 from infra.eventstore.postgres import PostgresEventStore
@@ -237,7 +238,7 @@ async def verify(session: AsyncSession, token: str, *, now: datetime | None = No
         tenant_id=row.tenant_id,
         role=row.role,
         session_id=None,
-        scopes=tuple(row.scopes),
+        scopes=effective_scopes(row.scopes),
         permissions=frozenset(row.permissions),
         instance_admin=row.role == "admin" and row.tenant_slug == DEFAULT_TENANT_SLUG,
     )

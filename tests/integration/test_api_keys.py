@@ -47,11 +47,13 @@ async def all_events_text(db: Database) -> str:
 
 async def test_a_key_acts_as_its_owner_and_is_shown_once(client: httpx.AsyncClient, db: Database) -> None:
     user_id, token = await signed_in(client, "ada@example.com")
-    created = await create_key(client, token, name="laptop", scopes=["chat", "chat", "prompts:read"])
+    created = await create_key(
+        client, token, name="laptop", scopes=["me:read", "me:read", "api_keys:read", "prompts:read"]
+    )
     key = created["key"]
     assert key.startswith(f"lsk_{created['prefix']}_")
     assert created["name"] == "laptop"
-    assert created["scopes"] == ["chat", "prompts:read"]
+    assert created["scopes"] == ["me:read", "api_keys:read", "prompts:read"]
     assert created["expires_at"] is None
     assert created["object"] == "api_key"
 
@@ -208,7 +210,7 @@ async def test_a_disabled_users_keys_are_refused(client: httpx.AsyncClient, db: 
 
 async def test_keys_are_audited_without_their_secret(client: httpx.AsyncClient, db: Database) -> None:
     user_id, token = await signed_in(client, "ada@example.com")
-    created = await create_key(client, token, name="deploy", scopes=["chat"])
+    created = await create_key(client, token, name="deploy", scopes=["prompts:read"])
     await client.delete(f"/api/v1/api-keys/{created['id']}", headers=bearer(token))
     made = await events_of(db, "identity.api_key_created.v1")
     assert len(made) == 1

@@ -1,16 +1,26 @@
-"""The two-user walk: every id-bearing operation in the committed OpenAPI document, called by a
-second user against the first user's resources, must answer 404 (invisible == missing) and change
-nothing. A new id-bearing route fails this test until it is added to ``CALLS`` below."""
+"""The two-user walk: every id-bearing operation in the committed OpenAPI document, called by an
+intruder against the first user's resources, must answer 404 (invisible == missing) and change
+nothing. A new id-bearing route fails this test until it is added to ``CALLS`` below.
+
+The intruder is a second user of the same tenant, except for administration routes, which a plain
+user may not call at all (403 on the whole collection, not a leak): those are walked by the admin
+of a second tenant (``Walk(intruder="other_admin")``), who must get the same 404.
+"""
 
 from __future__ import annotations
 
 import json
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
-import pytest
+from sqlalchemy import insert
 
+from domain.shared.ids import new_id
+from infra.db.engine import Database
+from infra.db.tables.identity import oidc_providers
 from tests.integration.test_access import User, app, user  # noqa: F401  (app: cheap password hashing)
 from tests.integration.test_http_platform import PROBLEM
 
@@ -28,26 +38,56 @@ def id_bearing_operations() -> set[tuple[str, str]]:
     }
 
 
-# (method, path template) -> the request body the intruder sends (None: no body).
+@dataclass(frozen=True)
+class Walk:
+    """How one operation is walked when the default (same-tenant user, 404) does not fit."""
+
+    body: Any = None
+    intruder: Literal["user", "other_admin"] = "user"
+    status: int = 404
+    code: str = "not_found"
+    """The end of the problem code the intruder must get."""
+
+
+# (method, path template) -> the request body the same-tenant user sends (None: no body), or a Walk.
 CALLS: dict[tuple[str, str], Any] = {
     ("GET", "/api/v1/prompts/{prompt_id}"): None,
     ("PATCH", "/api/v1/prompts/{prompt_id}"): {"name": "taken over"},
     ("DELETE", "/api/v1/prompts/{prompt_id}"): None,
     ("GET", "/api/v1/prompts/{prompt_id}/acl"): None,
     ("POST", "/api/v1/prompts/{prompt_id}/acl"): "grant-self",
+    ("POST", "/api/v1/prompts/{prompt_id}/acl/transfer"): "transfer-to-self",
     ("DELETE", "/api/v1/prompts/{prompt_id}/acl/{grant_id}"): None,
     ("GET", "/api/v1/groups/{group_id}"): None,
     ("POST", "/api/v1/groups/{group_id}/members"): "join-self",
     ("DELETE", "/api/v1/groups/{group_id}/members/{user_id}"): None,
     ("DELETE", "/api/v1/api-keys/{key_id}"): None,
     ("DELETE", "/api/v1/me/sessions/{session_id}"): None,
+    ("GET", "/api/v1/invitations/{invitation_id}"): Walk(intruder="other_admin"),
+    ("DELETE", "/api/v1/invitations/{invitation_id}"): Walk(intruder="other_admin"),
+    ("GET", "/api/v1/admin/users/{user_id}"): Walk(intruder="other_admin"),
+    ("PATCH", "/api/v1/admin/users/{user_id}"): Walk(
+        {"disabled": True, "permissions": ["manage_users"]}, intruder="other_admin"
+    ),
+    # Tenants are the instance admins' collection: any other caller is refused whatever the id.
+    ("GET", "/api/v1/admin/tenants/{tenant_id}"): Walk(intruder="other_admin", status=403, code="forbidden"),
+    ("GET", "/api/v1/admin/oidc-providers/{provider_id}"): Walk(intruder="other_admin"),
+    ("PATCH", "/api/v1/admin/oidc-providers/{provider_id}"): Walk({"enabled": False}, intruder="other_admin"),
+    ("DELETE", "/api/v1/admin/oidc-providers/{provider_id}"): Walk(intruder="other_admin"),
+}
+
+# Id-bearing but public by design: signing in through a tenant's identity provider names the
+# provider by its slug and needs no credential (tests/integration/test_oidc.py covers them).
+PUBLIC: set[tuple[str, str]] = {
+    ("GET", "/api/v1/auth/oidc/{provider}/authorize"),
+    ("GET", "/api/v1/auth/oidc/{provider}/callback"),
 }
 
 
 def test_every_id_bearing_operation_is_walked() -> None:
-    missing = id_bearing_operations() - set(CALLS)
+    missing = id_bearing_operations() - set(CALLS) - PUBLIC
     assert not missing, f"add these operations to the two-user walk: {sorted(missing)}"
-    assert not set(CALLS) - id_bearing_operations(), "CALLS names operations that no longer exist"
+    assert not (set(CALLS) | PUBLIC) - id_bearing_operations(), "CALLS names operations that no longer exist"
 
 
 async def snapshot(client: httpx.AsyncClient, owner: User, ids: dict[str, str], key: str) -> dict[str, Any]:
@@ -56,11 +96,58 @@ async def snapshot(client: httpx.AsyncClient, owner: User, ids: dict[str, str], 
     group = (await client.get(f"/api/v1/groups/{ids['group_id']}", headers=owner.headers)).json()
     key_ok = (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"})).status_code
     sessions = (await client.get("/api/v1/me/sessions", headers=owner.headers)).json()["data"]
-    return {"prompt": prompt, "acl": acl, "group": group, "key": key_ok, "sessions": sessions}
+    invitation = (await client.get(f"/api/v1/invitations/{ids['invitation_id']}", headers=owner.headers)).json()
+    member = (await client.get(f"/api/v1/admin/users/{ids['user_id']}", headers=owner.headers)).json()
+    provider = (await client.get(f"/api/v1/admin/oidc-providers/{ids['provider_id']}", headers=owner.headers)).json()
+    return {
+        "provider": provider,
+        "prompt": prompt,
+        "acl": acl,
+        "group": group,
+        "key": key_ok,
+        "sessions": sessions,
+        "invitation": invitation,
+        "member": member,
+    }
 
 
-@pytest.mark.usefixtures("db")
-async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: httpx.AsyncClient) -> None:
+async def other_tenant_admin(client: httpx.AsyncClient, instance_admin: User) -> User:
+    """The admin of a second tenant, created over the API and registered through its invitation."""
+    body = {"slug": "elsewhere", "name": "Elsewhere", "admin_email": "zed@example.com"}
+    created = await client.post("/api/v1/admin/tenants", json=body, headers=instance_admin.headers)
+    assert created.status_code == 201, created.text
+    token = created.json()["invitation"]["token"]
+    resp = await client.post(
+        "/api/v1/auth/register",
+        json={"email": "zed@example.com", "password": "correct horse battery staple", "invitation_token": token},
+    )
+    assert resp.status_code == 201, resp.text
+    return User(
+        id=resp.json()["user"]["id"],
+        tenant_id=resp.json()["user"]["tenant_id"],
+        headers={"Authorization": f"Bearer {resp.json()['access_token']}"},
+    )
+
+
+async def oidc_provider_of(db: Database, admin: User) -> uuid.UUID:
+    """An identity provider of the admin's tenant, inserted directly: creating one over the API
+    fetches the issuer's discovery document."""
+    provider_id = new_id()
+    async with db.write() as session:
+        await session.execute(
+            insert(oidc_providers).values(
+                id=provider_id,
+                tenant_id=uuid.UUID(admin.tenant_id),
+                slug="ada-sso",
+                name="Ada SSO",
+                issuer="https://sso.example.com",
+                client_id="liteskill",
+            )
+        )
+    return provider_id
+
+
+async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: httpx.AsyncClient, db: Database) -> None:
     ada = await user(client, "ada@example.com")
     carol = await user(client, "carol@example.com")
     bob = await user(client, "bob@example.com")
@@ -74,6 +161,8 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
     group = (await client.post("/api/v1/groups", json={"name": "team"}, headers=h)).json()
     member = await client.post(f"/api/v1/groups/{group['id']}/members", json={"user_id": carol.id}, headers=h)
     key = (await client.post("/api/v1/api-keys", json={"name": "k"}, headers=h)).json()
+    invitation = (await client.post("/api/v1/invitations", json={"email": "dan@example.com"}, headers=h)).json()
+    zed = await other_tenant_admin(client, ada)
     assert grant.status_code == 201, grant.text
     assert member.status_code in (200, 201), member.text
     ids = {
@@ -83,19 +172,26 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
         "user_id": carol.id,
         "key_id": key["id"],
         "session_id": (await client.get("/api/v1/me", headers=h)).json()["session_id"],
+        "invitation_id": invitation["id"],
+        "tenant_id": ada.tenant_id,
+        "provider_id": str(await oidc_provider_of(db, ada)),
     }
     before = await snapshot(client, ada, ids, key["key"])
 
-    for (method, template), body in sorted(CALLS.items()):
+    for (method, template), entry in sorted(CALLS.items()):
+        walk = entry if isinstance(entry, Walk) else Walk(entry)
+        body, intruder = walk.body, (zed if walk.intruder == "other_admin" else bob)
         url = template.format(**ids)
         if body == "grant-self":
             body = {"grantee_type": "user", "grantee_id": bob.id, "role": "manager"}
+        elif body == "transfer-to-self":
+            body = {"user_id": bob.id}
         elif body == "join-self":
             body = {"user_id": bob.id, "role": "manager"}
-        resp = await client.request(method, url, json=body, headers=bob.headers)
-        assert resp.status_code == 404, f"{method} {template} answered {resp.status_code}: {resp.text}"
+        resp = await client.request(method, url, json=body, headers=intruder.headers)
+        assert resp.status_code == walk.status, f"{method} {template} answered {resp.status_code}: {resp.text}"
         assert resp.headers["content-type"].startswith(PROBLEM)
-        assert resp.json()["code"].endswith("not_found"), f"{method} {template}: {resp.text}"
+        assert resp.json()["code"].endswith(walk.code), f"{method} {template}: {resp.text}"
 
     assert await snapshot(client, ada, ids, key["key"]) == before
     mine = (await client.get("/api/v1/prompts", headers=bob.headers)).json()["data"]

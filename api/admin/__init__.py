@@ -1,0 +1,1 @@
+"""Administration: users, tenant settings and tenants."""
