@@ -25,11 +25,15 @@ from api.auth.password import PasswordController
 from api.auth.principal import provide_principal
 from api.errors import ApiError, exception_handlers
 from api.invitations.controller import InvitationController
+from api.models.controller import ModelAclController, ModelController
 from api.openapi import openapi_config
 from api.prompts.controller import PromptController
+from api.providers.controller import ProviderAclController, ProviderController
 from api.services import Services
 from api.system.controller import SystemController
+from api.usage.controller import UsageController
 from infra.db.engine import Database, create_engine
+from infra.identity import auth_cache
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,8 +83,11 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             )
         app.state.services = svc
         try:
-            yield
+            async with auth_cache.relay(svc.redis):
+                yield
         finally:
+            if svc.usage_sink is not None:
+                await svc.usage_sink.aclose()  # usage of calls that just ended is still written
             await svc.redis.aclose()
             await svc.db.dispose()
 
@@ -105,6 +112,11 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             AdminUserController,
             AdminSettingsController,
             AdminTenantController,
+            UsageController,
+            ProviderController,
+            ProviderAclController,
+            ModelController,
+            ModelAclController,
         ],
     )
 

@@ -48,6 +48,26 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise _Stop(signum)
 
 
+def _declare_env_providers(settings: Settings) -> None:
+    """Upsert the providers LITESKILL_OPENAI_API_KEY & co. declare (see infra.llm.env_providers)."""
+    from infra.db.engine import Database, create_engine
+    from infra.llm.env_providers import declare_env_providers
+
+    assert settings.database.url, "resolve the database URL first"
+
+    async def run() -> dict[str, str]:
+        assert settings.database.url
+        db = Database(create_engine(settings.database.url, pool_size=1, max_overflow=0))
+        try:
+            return await declare_env_providers(db, settings)
+        finally:
+            await db.dispose()
+
+    declared = asyncio.run(run())
+    if declared:
+        log.info("providers from the environment", extra={"providers": declared})
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -77,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if services.postgres is not None:
             # An embedded database is ours to keep current; an external one is migrated by its operator.
             migrate.upgrade(resolved.database.url)
+        _declare_env_providers(resolved)
         # Child processes (uvicorn workers) read the resolved servers from the environment.
         os.environ["LITESKILL_DATABASE_URL"] = resolved.database.url
         os.environ["LITESKILL_REDIS_URL"] = resolved.redis.url
@@ -117,6 +138,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with EmbeddedServices(settings) as resolved:
+        _declare_env_providers(resolved)
         runtime = BackgroundRuntime(resolved)
         runtime.start()
         log.info("worker running")

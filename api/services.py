@@ -6,10 +6,14 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from api.ratelimit import BatchedLimiter
 from infra.db.engine import Database
+from infra.identity.auth_cache import AuthCache
 from infra.identity.oidc import OidcClient
 from infra.identity.passwords import PasswordHasher
 from infra.identity.tokens import TokenSigner
+from infra.llm.metering import UsageSink
+from infra.llm.registry import Registry
 from infra.settings import Settings
 
 
@@ -22,6 +26,40 @@ class Services:
     signer: TokenSigner | None = None
     oidc: OidcClient = field(default_factory=OidcClient)
     """OpenID Connect discovery and key sets, cached briefly across requests."""
+
+    auth_cache: AuthCache | None = None
+    limiter: BatchedLimiter | None = None
+
+    def credentials(self) -> AuthCache:
+        """Resolved credentials, reused for LITESKILL_AUTH_CACHE_TTL_S (see infra.identity.auth_cache)."""
+        if self.auth_cache is None:
+            self.auth_cache = AuthCache(self.settings.auth_cache_ttl_s)
+        return self.auth_cache
+
+    def api_limiter(self) -> BatchedLimiter:
+        """The per-principal API rate limiter (counts locally, syncs to Redis in batches)."""
+        if self.limiter is None:
+            self.limiter = BatchedLimiter(self.redis)
+        return self.limiter
+
+    usage_sink: UsageSink | None = None
+
+    def usage(self) -> UsageSink:
+        """The usage ledger's writer (infra.llm.metering); flushed when the app shuts down."""
+        if self.usage_sink is None:
+            self.usage_sink = UsageSink(self.db)
+        return self.usage_sink
+
+    registry: Registry | None = None
+
+    def llm_registry(self) -> Registry:
+        """Resolves model ids to adapters behind the outbound guard (infra.llm.registry); shared."""
+        if self.registry is None:
+            from infra.net.outbound import OutboundGuard
+            from infra.secrets.service import load_kek
+
+            self.registry = Registry(load_kek(self.settings), OutboundGuard(self.settings.llm.outbound_allow))
+        return self.registry
 
     def token_signer(self) -> TokenSigner:
         """The access-token signer, keyed from the master key on first use."""

@@ -79,6 +79,23 @@ class EventStoreSettings(msgspec.Struct, frozen=True, kw_only=True):
     """LITESKILL_PROJECTION_BATCH: events a projector handles per transaction."""
 
 
+class LlmSettings(msgspec.Struct, frozen=True, kw_only=True):
+    outbound_allow: tuple[str, ...] = ()
+    """LITESKILL_OUTBOUND_ALLOW: comma-separated hosts or CIDRs server-side requests may reach although private."""
+    openai_api_key: SecretStr | None = None
+    """LITESKILL_OPENAI_API_KEY: declares an OpenAI provider ("OpenAI (env)") in the default tenant at start."""
+    openai_base_url: str | None = None
+    """LITESKILL_OPENAI_BASE_URL: base URL of that OpenAI provider (default: the public API)."""
+    anthropic_api_key: SecretStr | None = None
+    """LITESKILL_ANTHROPIC_API_KEY: declares an Anthropic provider ("Anthropic (env)") at start."""
+    openai_compatible_base_url: str | None = None
+    """LITESKILL_OPENAI_COMPATIBLE_BASE_URL: declares an OpenAI-compatible provider (vLLM, Ollama, ...) at start."""
+    openai_compatible_api_key: SecretStr | None = None
+    """LITESKILL_OPENAI_COMPATIBLE_API_KEY: the API key of that OpenAI-compatible provider, if it needs one."""
+    bedrock_region: str | None = None
+    """LITESKILL_BEDROCK_REGION: declares a Bedrock provider ("Bedrock (env)") on the default AWS credentials."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env: Literal["development", "production", "test"] = "development"
     """LITESKILL_ENV: deployment flavour; production turns on stricter defaults."""
@@ -100,6 +117,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """LITESKILL_AUTH_RATE_PER_ACCOUNT: login attempts per minute for one email address."""
     api_rate_per_principal: int = 1200
     """LITESKILL_API_RATE_PER_PRINCIPAL: authenticated requests per minute per user (sessions) or API key; 0: off."""
+    auth_cache_ttl_s: float = 5.0
+    """LITESKILL_AUTH_CACHE_TTL_S: seconds a resolved credential is reused in-process (0: resolve every request)."""
     master_key: SecretStr | None = None
     """LITESKILL_MASTER_KEY: base64 of the 32-byte key-encryption key for stored secrets."""
     master_key_file: Path | None = None
@@ -109,12 +128,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http: HttpSettings = HttpSettings()
     worker: WorkerSettings = WorkerSettings()
     eventstore: EventStoreSettings = EventStoreSettings()
+    llm: LlmSettings = LlmSettings()
 
 
 # Sub-settings whose fields are flattened into the LITESKILL_* namespace without their group
 # name (LITESKILL_HOST rather than LITESKILL_HTTP_HOST). Others use <GROUP>_<FIELD>.
 _FLAT_GROUPS = {"http"}
-_GROUP_ALIASES = {"eventstore": ""}
+_GROUP_ALIASES = {"eventstore": "", "llm": ""}
 
 
 def _variable(group: str | None, field: str) -> str:
@@ -186,6 +206,7 @@ def _validate(settings: Settings) -> None:
         (settings.auth_rate_per_ip >= 1, "LITESKILL_AUTH_RATE_PER_IP must be at least 1"),
         (settings.auth_rate_per_account >= 1, "LITESKILL_AUTH_RATE_PER_ACCOUNT must be at least 1"),
         (settings.api_rate_per_principal >= 0, "LITESKILL_API_RATE_PER_PRINCIPAL must be 0 (off) or more"),
+        (0 <= settings.auth_cache_ttl_s <= 300, "LITESKILL_AUTH_CACHE_TTL_S must be between 0 and 300"),
     ]
     url = settings.database.url
     if url is not None and not url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
@@ -203,6 +224,14 @@ def _validate(settings: Settings) -> None:
             checks.append((False, f"LITESKILL_MASTER_KEY must be base64 of 32 random bytes ({exc})"))
         if settings.master_key_file is not None:
             checks.append((False, "LITESKILL_MASTER_KEY and LITESKILL_MASTER_KEY_FILE are exclusive; set one"))
+    if settings.llm.outbound_allow:
+        from infra.net.outbound import parse_allow_entry
+
+        for entry in settings.llm.outbound_allow:
+            try:
+                parse_allow_entry(entry)
+            except ValueError as exc:
+                checks.append((False, f"LITESKILL_OUTBOUND_ALLOW: {exc}"))
     for ok, message in checks:
         if not ok:
             raise SettingsError(message)

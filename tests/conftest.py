@@ -21,6 +21,7 @@ from infra.db.engine import Database, create_engine
 from infra.db.tables import metadata
 from infra.settings import Settings, load_settings
 from tests import services as svc
+from tests.audit_check import AuditedApp
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -112,9 +113,13 @@ def app(settings: Settings, services: Services) -> Litestar:
 
 
 @pytest.fixture
-async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: Litestar, database: Database) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client on the test's own event loop (Litestar's AsyncTestClient runs the app
-    on another loop, which breaks adapters shared with the test)."""
-    transport = httpx.ASGITransport(app=app)
+    on another loop, which breaks adapters shared with the test). Every successful state-changing
+    request it makes must be audited (tests/audit_check.py): the test fails otherwise."""
+    audited = AuditedApp(app, database)
+    transport = httpx.ASGITransport(app=audited)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as c:
         yield c
+    missing = await audited.unaudited()
+    assert not missing, f"state-changing requests that appended no audit event: {missing}"

@@ -1,4 +1,4 @@
-"""/api/v1/prompts/{prompt_id}/acl and /api/v1/groups: who may see and change shared entities.
+"""/api/v1/prompts/{prompt_id}/acl (built by ``acl_routes.acl_controller``) and /api/v1/groups.
 
 Viewers list an entity's grants; managers grant (up to manager) and revoke (anyone but the owner);
 the owner transfers ownership to another user and stays on as a manager.
@@ -15,45 +15,26 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
+from api.access.acl_routes import acl_controller
 from api.access.schemas import (
-    AclGrant,
-    AclGrantCreate,
-    AclGrantList,
     Group,
     GroupCreate,
     GroupList,
     GroupMember,
     GroupMemberCreate,
-    OwnershipTransfer,
 )
 from api.context import event_metadata
 from api.pagination import CursorParam, IdCursor, LimitParam, decode_cursor, page_response, paginate
 from api.services import Services
 from domain.prompts.model import PromptNotFound
 from domain.shared.principal import Principal
-from infra.access import acl
 from infra.access import groups as grp
 
-PromptId = Annotated[uuid.UUID, PathParameter(description="The prompt's id (UUID).")]
-GrantId = Annotated[uuid.UUID, PathParameter(description="The grant's id (UUID).")]
 GroupId = Annotated[uuid.UUID, PathParameter(description="The group's id (UUID).")]
 UserId = Annotated[uuid.UUID, PathParameter(description="The member's user id (UUID).")]
 
-_PROMPT_404 = {404: ResponseSpec(None, description="No prompt with this id visible to you (`prompt_not_found`).")}
 _FORBIDDEN = {403: ResponseSpec(None, description="Your role does not allow this (`forbidden`).")}
 _GROUP_404 = {404: ResponseSpec(None, description="No group with this id that you belong to (`group_not_found`).")}
-
-
-def _grant(g: acl.Grant) -> AclGrant:
-    return AclGrant(
-        id=g.id,
-        entity_type=g.entity_type,
-        entity_id=g.entity_id,
-        grantee_type=g.grantee_type,
-        grantee_id=g.grantee_id,
-        role=g.role,
-        created_at=g.created_at,
-    )
 
 
 def _group(g: grp.Group) -> Group:
@@ -67,106 +48,15 @@ def _group(g: grp.Group) -> Group:
     )
 
 
-class PromptAclController(Controller):
-    path = "/prompts/{prompt_id:str}/acl"
-    tags = ["access"]
-    opt = {"scope": "prompts"}  # sharing a prompt is writing to it
-
-    @get("", operation_id="ListPromptGrants", summary="List who may access a prompt", responses=_PROMPT_404)
-    async def list_prompt_grants(
-        self, services: NamedDependency[Services], principal: NamedDependency[Principal], prompt_id: PromptId
-    ) -> AclGrantList:
-        async with services.db.read() as session:
-            await acl.require(session, principal, "prompt", prompt_id, "read", PromptNotFound)
-            grants = await acl.list_grants(session, "prompt", prompt_id)
-        return AclGrantList(data=[_grant(g) for g in grants])
-
-    @post(
-        "",
-        operation_id="GrantPromptAccess",
-        summary="Grant a user or group a role on a prompt",
-        status_code=201,
-        responses={
-            **_PROMPT_404,
-            **_FORBIDDEN,
-            200: ResponseSpec(AclGrant, description="The grantee already had a grant; its role was set."),
-        },
-    )
-    async def grant_prompt_access(
-        self,
-        request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
-        principal: NamedDependency[Principal],
-        prompt_id: PromptId,
-        data: JSONBody[AclGrantCreate],
-    ) -> Response[AclGrant]:
-        async with services.db.write() as session:
-            granted, created = await acl.grant(
-                session,
-                principal,
-                "prompt",
-                prompt_id,
-                data.grantee_type,
-                data.grantee_id,
-                data.role,
-                event_metadata(request, principal),
-                PromptNotFound,
-            )
-        return Response(_grant(granted), status_code=201 if created else 200)
-
-    @post(
-        "/transfer",
-        operation_id="TransferPromptOwnership",
-        summary="Make another user the prompt's owner (you become a manager)",
-        status_code=200,
-        responses={
-            404: ResponseSpec(
-                None,
-                description="No prompt with this id visible to you (`prompt_not_found`), or no active user with"
-                " this id in your tenant (`user_not_found`).",
-            ),
-            403: ResponseSpec(None, description="Only the owner may transfer ownership (`forbidden`)."),
-        },
-    )
-    async def transfer_prompt_ownership(
-        self,
-        request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
-        principal: NamedDependency[Principal],
-        prompt_id: PromptId,
-        data: JSONBody[OwnershipTransfer],
-    ) -> AclGrantList:
-        async with services.db.write() as session:
-            grants = await acl.transfer(
-                session,
-                principal,
-                "prompt",
-                prompt_id,
-                data.user_id,
-                event_metadata(request, principal),
-                PromptNotFound,
-            )
-        return AclGrantList(data=[_grant(g) for g in grants])
-
-    @delete(
-        "/{grant_id:str}",
-        operation_id="RevokePromptAccess",
-        summary="Revoke a grant on a prompt",
-        status_code=204,
-        responses={**_PROMPT_404, **_FORBIDDEN},
-    )
-    async def revoke_prompt_access(
-        self,
-        request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
-        principal: NamedDependency[Principal],
-        prompt_id: PromptId,
-        grant_id: GrantId,
-    ) -> None:
-        async with services.db.write() as session:
-            await acl.revoke(
-                session, principal, "prompt", prompt_id, grant_id, event_metadata(request, principal), PromptNotFound
-            )
+PromptAclController = acl_controller(
+    collection="prompts",
+    id_param="prompt_id",
+    entity_type="prompt",
+    noun="prompt",
+    operation_noun="Prompt",
+    not_found=PromptNotFound,
+    scope="prompts",
+)
 
 
 class GroupController(Controller):

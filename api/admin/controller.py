@@ -29,13 +29,14 @@ from api.admin.schemas import (
     TenantSettings,
     TenantSettingsUpdate,
 )
-from api.context import event_metadata
+from api.context import event_metadata, mark_unchanged
 from api.errors import ApiError
 from api.invitations.controller import created_schema, require_manage_users
 from api.pagination import CursorParam, IdCursor, LimitParam, decode_cursor, page_response, paginate
 from api.services import Services
 from domain.shared.principal import Principal
 from infra.identity import tenancy
+from infra.llm import tenant_settings as llm_settings
 
 UserId = Annotated[uuid.UUID, PathParameter(description="The user's id (UUID).")]
 TenantId = Annotated[uuid.UUID, PathParameter(description="The tenant's id (UUID).")]
@@ -80,10 +81,14 @@ def _tenant(t: tenancy.Tenant, default: bool) -> Tenant:
     )
 
 
-def _settings(t: tenancy.Tenant, default: bool) -> TenantSettings:
+def _settings(t: tenancy.Tenant, default: bool, llm: llm_settings.LlmSettings | None = None) -> TenantSettings:
+    llm = llm or llm_settings.LlmSettings()
     return TenantSettings(
         registration_open=default if t.registration_open is None else t.registration_open,
         registration_open_source="default" if t.registration_open is None else "admin",
+        default_chat_model_id=llm.default_chat_model_id,
+        default_embedding_model_id=llm.default_embedding_model_id,
+        outbound_allow=list(llm.outbound_allow),
     )
 
 
@@ -185,9 +190,22 @@ class AdminSettingsController(Controller):
         _require_admin(principal)
         async with services.db.read() as session:
             tenant = await tenancy.get_tenant(session, principal.tenant_id)
-        return _settings(tenant, services.settings.registration_open)
+            llm = await llm_settings.get(session, principal.tenant_id)
+        return _settings(tenant, services.settings.registration_open, llm)
 
-    @patch("", operation_id="UpdateTenantSettings", summary="Open or close registration", responses=_FORBIDDEN_ADMIN)
+    @patch(
+        "",
+        operation_id="UpdateTenantSettings",
+        summary="Change your tenant's settings (registration, default models, outbound allow-list)",
+        responses={
+            **_FORBIDDEN_ADMIN,
+            422: ResponseSpec(
+                None,
+                description="A default names no model of that kind in your tenant (`invalid_default_model`), or"
+                " an allow-list entry is neither a host nor a CIDR (`invalid_outbound_allow`).",
+            ),
+        },
+    )
     async def update_settings(
         self,
         request: Request[Any, Any, Any],
@@ -203,7 +221,17 @@ class AdminSettingsController(Controller):
                 tenant = await tenancy.set_registration_open(
                     session, principal.tenant_id, data.registration_open, event_metadata(request, principal)
                 )
-        return _settings(tenant, services.settings.registration_open)
+            llm_changes = {
+                k: getattr(data, k)
+                for k in ("default_chat_model_id", "default_embedding_model_id", "outbound_allow")
+                if getattr(data, k) is not UNSET
+            }
+            llm = await llm_settings.update(
+                session, principal.tenant_id, event_metadata(request, principal), **llm_changes
+            )
+        if data.registration_open is UNSET and not llm_changes:
+            mark_unchanged(request)  # an empty patch
+        return _settings(tenant, services.settings.registration_open, llm)
 
 
 class AdminTenantController(Controller):

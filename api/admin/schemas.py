@@ -62,11 +62,23 @@ class TenantSettings(msgspec.Struct, kw_only=True):
     """Whether anyone may sign up without an invitation (the effective value)."""
     registration_open_source: Literal["default", "admin"]
     """``default``: follows LITESKILL_REGISTRATION_OPEN; ``admin``: an admin's choice."""
+    default_chat_model_id: uuid.UUID | None = None
+    default_embedding_model_id: uuid.UUID | None = None
+    outbound_allow: list[str] = msgspec.field(default_factory=list)
+    """Hosts or CIDRs server-side requests may reach although private (on top of LITESKILL_OUTBOUND_ALLOW)."""
+
+
+AllowEntry = Annotated[str, Meta(min_length=1, max_length=253)]
 
 
 class TenantSettingsUpdate(msgspec.Struct, kw_only=True):
     registration_open: bool | UnsetType | None = UNSET
     """True opens, false closes registration; null follows the instance default again."""
+    default_chat_model_id: uuid.UUID | UnsetType | None = UNSET
+    """A chat model of your tenant; null clears."""
+    default_embedding_model_id: uuid.UUID | UnsetType | None = UNSET
+    """An embedding model of your tenant; null clears."""
+    outbound_allow: Annotated[list[AllowEntry], Meta(max_length=100)] | UnsetType = UNSET
 
 
 class Tenant(msgspec.Struct, kw_only=True):

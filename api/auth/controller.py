@@ -14,6 +14,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
+from sqlalchemy import select
 
 from api.auth.principal import unauthenticated
 from api.auth.schemas import (
@@ -32,6 +33,7 @@ from api.pagination import CursorParam, IdCursor, LimitParam, decode_cursor, pag
 from api.ratelimit import enforce
 from api.services import Services
 from domain.shared.principal import Principal
+from infra.db.tables.identity import users
 from infra.identity.accounts import DEFAULT_TENANT_SLUG, Account, Accounts, Tokens, live_sessions
 from infra.identity.invitations import InvitationUnusable
 
@@ -167,15 +169,21 @@ class MeController(Controller):
 
     @get("", operation_id="GetMe", summary="The caller: user, tenant and roles")
     async def me(self, services: NamedDependency[Services], principal: NamedDependency[Principal]) -> Me:
-        from sqlalchemy import select
-
-        from infra.db.tables.identity import users
-
-        async with services.db.read_statement() as session:  # one statement: no transaction needed
-            row = (await session.execute(select(users).where(users.c.id == principal.user_id))).one()
-        user = User(
-            id=row.id, email=row.email, name=row.name, role=row.role, tenant_id=row.tenant_id, created_at=row.created_at
-        )
+        cache = services.credentials()
+        profile_key = f"me:{principal.user_id}"  # forgotten with the user's credentials on any change
+        user: User | None = cache.get(profile_key)
+        if user is None:
+            async with services.db.read_statement() as session:  # one statement: no transaction needed
+                row = (await session.execute(select(users).where(users.c.id == principal.user_id))).one()
+            user = User(
+                id=row.id,
+                email=row.email,
+                name=row.name,
+                role=row.role,
+                tenant_id=row.tenant_id,
+                created_at=row.created_at,
+            )
+            cache.put(profile_key, principal.user_id, user)
         return Me(user=user, tenant_id=principal.tenant_id, roles=[principal.role], session_id=principal.session_id)
 
     @get("/sessions", operation_id="ListMySessions", summary="The caller's signed-in sessions, newest first")

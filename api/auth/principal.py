@@ -18,6 +18,7 @@ resolves:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from litestar import Request
@@ -25,13 +26,14 @@ from litestar.di import NamedDependency
 
 from api.auth.scopes import resource_of
 from api.errors import ApiError
-from api.ratelimit import hit, remember
+from api.ratelimit import remember
 from api.services import Services
 from domain.shared import scopes
 from domain.shared.errors import Unauthenticated
 from domain.shared.principal import Principal
 from infra.identity import api_keys
 from infra.identity.accounts import resolve
+from infra.identity.auth_cache import token_key
 
 
 def unauthenticated(detail: str = "Sign in to use this route.") -> ApiError:
@@ -50,8 +52,16 @@ RATE_POLICY = "api"
 
 async def provide_principal(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Principal:
     token = bearer_token(request)
-    if api_keys.is_api_key(token):
-        principal, bucket = await _key_principal(services, token)
+    cache = services.credentials()
+    key = token_key(token)
+    cached: tuple[Principal, str] | None = cache.get(key)
+    if cached is not None:
+        principal, bucket = cached
+    elif api_keys.is_api_key(token):
+        use = await _key_use(services, token)
+        principal, bucket = use.principal, f"key:{use.key_id}"
+        valid_for = use.expires_at.timestamp() - time.time() if use.expires_at is not None else None
+        cache.put(key, principal.user_id, (principal, bucket), valid_for_s=valid_for)
     else:
         try:
             claims = services.token_signer().verify(token)
@@ -62,28 +72,30 @@ async def provide_principal(request: Request[Any, Any, Any], services: NamedDepe
         if found is None:
             raise unauthenticated("The session behind this token has ended.")
         principal, bucket = found, f"user:{found.user_id}"
+        # Never past the token's own expiry: a hit skips the signature and expiry checks.
+        cache.put(key, principal.user_id, (principal, bucket), valid_for_s=claims.expires_at - time.time())
     await _limit(request, services, bucket)
     if principal.session_id is None:
         _check_scope(request, principal)
     return principal
 
 
-async def _key_principal(services: Services, token: str) -> tuple[Principal, str]:
+async def _key_use(services: Services, token: str) -> api_keys.KeyUse:
     async with services.db.read_statement() as session:  # one round trip
         use = await api_keys.verify(session, token)
     if use is None:
         raise unauthenticated("The API key is not valid, has expired or was revoked.")
-    if use.touch:  # at most once a minute per key, not a write per request
+    if use.touch:  # at most once a minute per key (and per cache miss), not a write per request
         async with services.db.write() as session:
             await api_keys.touch(session, use.key_id)
-    return use.principal, f"key:{use.key_id}"
+    return use
 
 
 async def _limit(request: Request[Any, Any, Any], services: Services, bucket: str) -> None:
     limit = services.settings.api_rate_per_principal
     if limit <= 0:
         return
-    decision = await hit(services.redis, RATE_POLICY, bucket, limit)
+    decision = await services.api_limiter().hit(RATE_POLICY, bucket, limit)
     if not decision.allowed:
         raise ApiError(
             429,

@@ -16,7 +16,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from api.context import event_metadata
+from api.context import event_metadata, mark_unchanged
 from api.errors import ApiError
 from api.invitations.schemas import CreatedInvitation, Invitation, InvitationCreate, InvitationList, InvitationStatus
 from api.pagination import CursorParam, IdCursor, LimitParam, decode_cursor, page_response, paginate
@@ -163,4 +163,7 @@ class InvitationController(Controller):
     ) -> None:
         require_manage_users(principal)
         async with services.db.write() as session:
-            await inv.revoke(session, principal.tenant_id, invitation_id, event_metadata(request, principal))
+            meta = event_metadata(request, principal)
+            _, revoked = await inv.revoke(session, principal.tenant_id, invitation_id, meta)
+        if not revoked:
+            mark_unchanged(request)

@@ -9,8 +9,8 @@ and an API key are seeded over HTTP, then each route is loaded in turn:
 - ``GET /api/v1/health``: the baseline.
 
 Prints req/s, latency, the ratio to /health, and PASS/FAIL for "authenticated /me >= 0.5 x /health"
-per credential; writes bench/results/auth.json. The per-principal rate limit is off for the run and
-the login limits raised (a benchmark is one client hammering one account).
+per credential; writes bench/results/auth.json. The per-principal rate limit stays on with a very
+high limit and the login limits are raised (a benchmark is one client hammering one account).
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ ME = "/api/v1/me"
 LOGIN = "/api/v1/auth/login"
 TARGET_RATIO = 0.5
 APP_SETTINGS = {
-    "LITESKILL_API_RATE_PER_PRINCIPAL": "0",
+    # The per-principal limit stays on (its production path: local counts synced to Redis in
+    # batches), just high enough that one client hammering one account is never refused.
+    "LITESKILL_API_RATE_PER_PRINCIPAL": "1000000000",
     "LITESKILL_AUTH_RATE_PER_IP": "1000000",
     "LITESKILL_AUTH_RATE_PER_ACCOUNT": "1000000",
 }

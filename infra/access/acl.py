@@ -167,8 +167,9 @@ async def grant(
     role: Role,
     meta: EventMetadata,
     not_found: type[NotFound] = NotFound,
-) -> tuple[Grant, bool]:
-    """Give (or change) a grantee's role; returns the grant and whether it is new."""
+) -> tuple[Grant, bool | None]:
+    """Give (or change) a grantee's role; returns the grant and whether it is new (None: the
+    grantee already held exactly this role, and nothing changed)."""
     mine = await require(session, principal, entity_type, entity_id, "share", not_found)
     if not await _grantee_exists(session, principal, grantee_type, grantee_id):
         raise GranteeNotFound()
@@ -211,9 +212,10 @@ async def grant(
         return _grant(row), True
     if not authz.may_change(mine, existing.role, role):
         raise Forbidden(f"Your role ({mine}) cannot change a {existing.role} grant to {role}.")
-    if existing.role != role:
-        await session.execute(update(g).where(g.c.id == existing.id).values(role=role))
-        await _audit(session, _grant(existing), role, existing.role, meta)
+    if existing.role == role:
+        return _grant(existing), None  # the grantee already holds this role: nothing changes
+    await session.execute(update(g).where(g.c.id == existing.id).values(role=role))
+    await _audit(session, _grant(existing), role, existing.role, meta)
     return _replace_role(_grant(existing), role), False
 
 

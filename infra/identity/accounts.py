@@ -29,6 +29,7 @@ from domain.shared.ids import new_id
 from domain.shared.principal import Principal
 from infra.db.tables.identity import auth_sessions, refresh_tokens, tenants, users
 from infra.eventstore.postgres import PostgresEventStore
+from infra.identity.auth_cache import note_change
 from infra.identity.passwords import PasswordHasher, check_policy
 from infra.identity.tokens import AccessClaims, TokenSigner
 
@@ -72,7 +73,9 @@ def _hash_token(token: str) -> bytes:
 async def record(store: PostgresEventStore, stream_id: str, payload: Event, meta: EventMetadata) -> None:
     """Append one audit event at the end of ``stream_id``. Audit streams have no invariants to
     protect, so a concurrent append is retried (after the first attempt this transaction holds
-    the append lock, so the retry reads the exact version)."""
+    the append lock, so the retry reads the exact version). Credential changes are noted on the
+    session so cached credentials are forgotten when it commits (infra.identity.auth_cache)."""
+    note_change(store.session, payload)
     for attempt in range(3):
         version = await store.stream_version(stream_id)
         try:

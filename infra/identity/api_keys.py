@@ -80,6 +80,7 @@ class KeyUse:
     principal: Principal
     key_id: uuid.UUID
     touch: bool
+    expires_at: datetime | None = None
 
 
 def is_api_key(token: str) -> bool:
@@ -243,7 +244,7 @@ async def verify(session: AsyncSession, token: str, *, now: datetime | None = No
         instance_admin=row.role == "admin" and row.tenant_slug == DEFAULT_TENANT_SLUG,
     )
     touch = row.last_used_at is None or row.last_used_at <= now - TOUCH_INTERVAL
-    return KeyUse(principal=principal, key_id=row.id, touch=touch)
+    return KeyUse(principal=principal, key_id=row.id, touch=touch, expires_at=row.expires_at)
 
 
 async def resolve(session: AsyncSession, token: str) -> Principal | None:

@@ -193,8 +193,9 @@ async def list_page(
 
 async def revoke(
     session: AsyncSession, tenant_id: uuid.UUID, invitation_id: uuid.UUID, meta: EventMetadata
-) -> Invitation:
-    """Revoke a pending (or expired) invitation. Revoking twice is a no-op; an accepted one is a
+) -> tuple[Invitation, bool]:
+    """Revoke a pending (or expired) invitation; returns it and whether this call revoked it.
+    Revoking twice is a no-op; an accepted one is a
     409 ``invitation_used`` (the account exists: disable it instead)."""
     row = (
         await session.execute(select(t).where(t.c.id == invitation_id, t.c.tenant_id == tenant_id).with_for_update())
@@ -204,7 +205,7 @@ async def revoke(
     if row.accepted_at is not None:
         raise Conflict("This invitation was already accepted; disable the user instead.", code="invitation_used")
     if row.revoked_at is not None:
-        return _invitation(row)
+        return _invitation(row), False
     row = (
         await session.execute(update(t).where(t.c.id == invitation_id).values(revoked_at=func.now()).returning(t))
     ).one()
@@ -214,7 +215,7 @@ async def revoke(
         ev.InvitationRevoked(invitation_id=invitation_id, reason="revoked"),
         meta,
     )
-    return _invitation(row)
+    return _invitation(row), True
 
 
 async def claim(session: AsyncSession, token: str, email: str) -> Invitation:

@@ -51,7 +51,7 @@ from domain.llm.messages import (
 )
 from domain.llm.ports import ChatModel
 from domain.llm.stream import Failed, Finished, StopReason, StreamEvent, TextDelta, Usage
-from infra.llm.streaming import StreamPolicy, ToolCallAssembler, failure_for_status, resilient
+from infra.llm.streaming import StreamPolicy, ToolCallAssembler, drain, failure_for_status, resilient
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -321,7 +321,10 @@ class AnthropicChatModel:
         async with upstream:
             try:
                 async for event in upstream:
-                    for out in turn.feed(event):
+                    outs = turn.feed(event)
+                    if turn.done:
+                        await drain(upstream)  # before the terminal event: the consumer stops there
+                    for out in outs:
                         yield out
                         if isinstance(out, Failed):
                             return

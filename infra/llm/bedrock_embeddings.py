@@ -82,15 +82,29 @@ class BedrockEmbeddingModel:
         if not texts:
             return Embeddings(vectors=[], usage=Usage())
 
-        async def one(text: str) -> tuple[list[float], int]:
-            return await asyncio.wrap_future(self._pool.submit(self._embed_one, text))
-
+        # One call per text on the model's own pool. On the first failure the queued calls are
+        # cancelled and the running ones are waited for, so no request outlives this call.
+        futures = [self._pool.submit(self._embed_one, t) for t in texts]
+        wrapped = [asyncio.wrap_future(f) for f in futures]
         try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(t)) for t in texts]
-        except* ProviderError as failures:
-            raise failures.exceptions[0] from None
-        results = [t.result() for t in tasks]
+            done, pending = await asyncio.wait(wrapped, return_when=asyncio.FIRST_EXCEPTION)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        failed = next((w for w in done if not w.cancelled() and w.exception() is not None), None)
+        if failed is not None:
+            for f in futures:
+                f.cancel()
+            if pending:
+                await asyncio.wait(pending)
+            for w in wrapped:  # retrieve every outcome: no "exception never retrieved" noise
+                if not w.cancelled():
+                    w.exception()
+            error = failed.exception()
+            assert error is not None
+            raise error
+        results = [w.result() for w in wrapped]
         return Embeddings(
             vectors=[vector for vector, _ in results],
             usage=Usage(input_tokens=sum(tokens for _, tokens in results)),

@@ -39,7 +39,14 @@ from domain.llm.messages import (
 )
 from domain.llm.ports import ChatModel
 from domain.llm.stream import Failed, Finished, StopReason, StreamEvent, TextDelta, Usage
-from infra.llm.streaming import StreamPolicy, ToolCallAssembler, failure_for_status, kind_for_status, resilient
+from infra.llm.streaming import (
+    StreamPolicy,
+    ToolCallAssembler,
+    drain,
+    failure_for_status,
+    kind_for_status,
+    resilient,
+)
 
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 
@@ -254,7 +261,10 @@ class OpenAIChatModel:
             )
             async with stream:
                 async for chunk in stream:
-                    for event in turn.feed(chunk):
+                    events = turn.feed(chunk)
+                    if turn.done:
+                        await drain(stream)  # before the terminal event: the consumer stops there
+                    for event in events:
                         yield event
                     if turn.done:
                         return

@@ -14,7 +14,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +118,22 @@ def failure_for_status(status: int, message: str, headers: Mapping[str, str] | N
 
 def _content(event: StreamEvent) -> bool:
     return not isinstance(event, Usage | Failed)
+
+
+DRAIN_S = 0.05
+"""How long a finished turn waits for the rest of its response (the SSE end marker)."""
+
+
+async def drain(stream: AsyncIterator[Any], timeout_s: float = DRAIN_S) -> None:
+    """Read what is left of a response whose turn is complete, so the SDK sees the body end and its
+    connection goes back to the pool: closing it mid-body discards the connection, and the next
+    call pays a new TCP (and TLS) handshake. Bounded by ``timeout_s``; errors are ignored."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for _ in stream:
+                pass
+    except Exception:  # the turn is already complete: a bad trailer changes nothing
+        log.debug("ignored the end of a finished response", exc_info=True)
 
 
 async def resilient(

@@ -137,7 +137,9 @@ class FakeOpenAIServer:
             return
         path = scope["path"]
         self.calls.append(Recorded(path=path, headers=headers, query=query, body=body))
-        if scope["method"] != "POST":
+        if scope["method"] == "GET" and path == "/v1/models":
+            await self._models(headers, send)
+        elif scope["method"] != "POST":
             await self._error(send, 405, "Method not allowed.")
         elif path == "/v1/chat/completions":
             await self._chat(body, receive, send)
@@ -149,6 +151,14 @@ class FakeOpenAIServer:
             await self._error(send, 404, f"Invalid URL (POST {path})", code=None)
 
     # -- responses ----------------------------------------------------------------------------
+
+    async def _models(self, headers: dict[str, str], send: Any) -> None:
+        """The model list; the key ``sk-wrong`` is refused like OpenAI refuses a bad key."""
+        if headers.get("authorization") == "Bearer sk-wrong":
+            await self._error(send, 401, "Incorrect API key provided: sk-wrong.", code="invalid_api_key")
+            return
+        data = [{"id": f"scenario:{name}", "object": "model", "created": 0, "owned_by": "fake"} for name in SCENARIOS]
+        await self._json(send, 200, {"object": "list", "data": data})
 
     @staticmethod
     def _scenario(model: str) -> tuple[str, Scenario | None]:

@@ -41,6 +41,9 @@ async def test_admins_open_and_close_registration(
         "object": "tenant_settings",
         "registration_open": True,
         "registration_open_source": "default",
+        "default_chat_model_id": None,
+        "default_embedding_model_id": None,
+        "outbound_allow": [],
     }
     closed = await client.patch(SETTINGS, json={"registration_open": False}, headers=ada.headers)
     assert closed.status_code == 200, closed.text

@@ -74,7 +74,9 @@ async def test_a_key_acts_as_its_owner_and_is_shown_once(client: httpx.AsyncClie
     assert body["data"][0]["last_used_at"] is not None  # the uses above were recorded
 
 
-async def test_last_used_at_moves_at_most_once_a_minute(client: httpx.AsyncClient, db: Database) -> None:
+async def test_last_used_at_moves_at_most_once_a_minute(
+    client: httpx.AsyncClient, db: Database, services: Services
+) -> None:
     _, token = await signed_in(client, "ada@example.com")
     created = await create_key(client, token)
     key = created["key"]
@@ -99,6 +101,7 @@ async def test_last_used_at_moves_at_most_once_a_minute(client: httpx.AsyncClien
         use = await api_keys.verify(rs, key)
     assert use is not None
     assert use.touch is True
+    services.credentials().clear()  # as after LITESKILL_AUTH_CACHE_TTL_S: the next request resolves the key again
     assert (await client.get("/api/v1/me", headers=bearer(key))).status_code == 200
     assert await last_used() > stale
 
@@ -135,7 +138,7 @@ async def test_a_revoked_key_stops_working(client: httpx.AsyncClient, db: Databa
     assert [(e["stream_id"], e["data"]["api_key_id"]) for e in revoked] == [(f"user-{user_id}", created["id"])]
 
 
-async def test_an_expired_key_is_refused(client: httpx.AsyncClient, db: Database) -> None:
+async def test_an_expired_key_is_refused(client: httpx.AsyncClient, db: Database, services: Services) -> None:
     _, token = await signed_in(client, "ada@example.com")
     soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     created = await create_key(client, token, expires_at=soon)
@@ -143,6 +146,7 @@ async def test_an_expired_key_is_refused(client: httpx.AsyncClient, db: Database
     assert (await client.get("/api/v1/me", headers=bearer(created["key"]))).status_code == 200
     async with db.write() as s:
         await s.execute(text("UPDATE api_keys SET expires_at = now() - interval '1 second'"))
+    services.credentials().clear()  # an out-of-band change: forget the resolved key as its TTL would
     assert_problem(await client.get("/api/v1/me", headers=bearer(created["key"])), 401, "unauthenticated")
 
 
@@ -199,12 +203,13 @@ async def test_malformed_keys_are_refused(client: httpx.AsyncClient, db: Databas
     assert resp.headers["www-authenticate"].startswith("Bearer")
 
 
-async def test_a_disabled_users_keys_are_refused(client: httpx.AsyncClient, db: Database) -> None:
+async def test_a_disabled_users_keys_are_refused(client: httpx.AsyncClient, db: Database, services: Services) -> None:
     user_id, token = await signed_in(client, "ada@example.com")
     key = (await create_key(client, token))["key"]
     assert (await client.get("/api/v1/me", headers=bearer(key))).status_code == 200
     async with db.write() as s:
         await s.execute(text("UPDATE users SET disabled_at = now() WHERE id = :id"), {"id": user_id})
+    services.credentials().clear()  # out of band (the admin route evicts at once: tests/integration/test_admin.py)
     assert_problem(await client.get("/api/v1/me", headers=bearer(key)), 401, "unauthenticated")
 
 

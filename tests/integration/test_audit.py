@@ -210,19 +210,17 @@ async def test_an_update_shows_who_from_where_and_which_fields_changed(client: h
 
 
 async def test_view_audit_permission_opens_the_trail_to_a_non_admin(client: httpx.AsyncClient, db: Database) -> None:
-    from sqlalchemy import update
-
-    from infra.db.tables.identity import users
-
-    _, user = await admin_and_user(client)
+    admin, user = await admin_and_user(client)
     h = bearer(user["access_token"])
     assert_problem(await client.get(URL, headers=h), 403, "forbidden")
-    async with db.write() as session:
-        await session.execute(
-            update(users).where(users.c.id == uuid.UUID(user["user"]["id"])).values(permissions=["view_audit"])
-        )
+    granted = await client.patch(
+        f"/api/v1/admin/users/{user['user']['id']}",
+        json={"permissions": ["view_audit"]},
+        headers=bearer(admin["access_token"]),
+    )
+    assert granted.status_code == 200, granted.text
     await project(db)
-    resp = await client.get(URL, headers=h)
+    resp = await client.get(URL, headers=h)  # the same token: the grant applies at once
     assert resp.status_code == 200, resp.text
     assert resp.json()["data"]
     export = await client.get(f"{URL}/export", headers=h)

@@ -47,7 +47,11 @@ class Walk:
     status: int = 404
     code: str = "not_found"
     """The end of the problem code the intruder must get."""
+    ids: tuple[tuple[str, str], ...] = ()
+    """Path parameters filled from another key of the ids (``provider_id`` names two collections)."""
 
+
+_LLM = (("provider_id", "llm_provider_id"),)  # LLM providers, not the OIDC ones
 
 # (method, path template) -> the request body the same-tenant user sends (None: no body), or a Walk.
 CALLS: dict[tuple[str, str], Any] = {
@@ -74,6 +78,21 @@ CALLS: dict[tuple[str, str], Any] = {
     ("GET", "/api/v1/admin/oidc-providers/{provider_id}"): Walk(intruder="other_admin"),
     ("PATCH", "/api/v1/admin/oidc-providers/{provider_id}"): Walk({"enabled": False}, intruder="other_admin"),
     ("DELETE", "/api/v1/admin/oidc-providers/{provider_id}"): Walk(intruder="other_admin"),
+    ("GET", "/api/v1/providers/{provider_id}"): Walk(ids=_LLM),
+    ("PATCH", "/api/v1/providers/{provider_id}"): Walk({"name": "taken over", "api_key": "sk-intruder"}, ids=_LLM),
+    ("DELETE", "/api/v1/providers/{provider_id}"): Walk(ids=_LLM),
+    ("POST", "/api/v1/providers/{provider_id}/test"): Walk(ids=_LLM),
+    ("GET", "/api/v1/providers/{provider_id}/acl"): Walk(ids=_LLM),
+    ("POST", "/api/v1/providers/{provider_id}/acl"): Walk("grant-self", ids=_LLM),
+    ("POST", "/api/v1/providers/{provider_id}/acl/transfer"): Walk("transfer-to-self", ids=_LLM),
+    ("DELETE", "/api/v1/providers/{provider_id}/acl/{grant_id}"): Walk(ids=(*_LLM, ("grant_id", "llm_grant_id"))),
+    ("GET", "/api/v1/models/{model_id}"): None,
+    ("PATCH", "/api/v1/models/{model_id}"): {"name": "taken over"},
+    ("DELETE", "/api/v1/models/{model_id}"): None,
+    ("GET", "/api/v1/models/{model_id}/acl"): None,
+    ("POST", "/api/v1/models/{model_id}/acl"): "grant-self",
+    ("POST", "/api/v1/models/{model_id}/acl/transfer"): "transfer-to-self",
+    ("DELETE", "/api/v1/models/{model_id}/acl/{grant_id}"): None,
 }
 
 # Id-bearing but public by design: signing in through a tenant's identity provider names the
@@ -99,7 +118,15 @@ async def snapshot(client: httpx.AsyncClient, owner: User, ids: dict[str, str], 
     invitation = (await client.get(f"/api/v1/invitations/{ids['invitation_id']}", headers=owner.headers)).json()
     member = (await client.get(f"/api/v1/admin/users/{ids['user_id']}", headers=owner.headers)).json()
     provider = (await client.get(f"/api/v1/admin/oidc-providers/{ids['provider_id']}", headers=owner.headers)).json()
+    llm_provider = (await client.get(f"/api/v1/providers/{ids['llm_provider_id']}", headers=owner.headers)).json()
+    llm_acl = (await client.get(f"/api/v1/providers/{ids['llm_provider_id']}/acl", headers=owner.headers)).json()
+    model = (await client.get(f"/api/v1/models/{ids['model_id']}", headers=owner.headers)).json()
+    model_acl = (await client.get(f"/api/v1/models/{ids['model_id']}/acl", headers=owner.headers)).json()
     return {
+        "llm_provider": llm_provider,
+        "llm_acl": llm_acl,
+        "model": model,
+        "model_acl": model_acl,
         "provider": provider,
         "prompt": prompt,
         "acl": acl,
@@ -163,6 +190,21 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
     key = (await client.post("/api/v1/api-keys", json={"name": "k"}, headers=h)).json()
     invitation = (await client.post("/api/v1/invitations", json={"email": "dan@example.com"}, headers=h)).json()
     zed = await other_tenant_admin(client, ada)
+    llm_body = {"name": "p", "kind": "openai", "api_key": "sk-x"}
+    llm = (await client.post("/api/v1/providers", json=llm_body, headers=h)).json()
+    llm_grant = await client.post(
+        f"/api/v1/providers/{llm['id']}/acl",
+        json={"grantee_type": "user", "grantee_id": carol.id, "role": "viewer"},
+        headers=h,
+    )
+    model = (
+        await client.post(
+            "/api/v1/models",
+            json={"provider_id": llm["id"], "name": "m", "upstream_id": "gpt", "kind": "chat"},
+            headers=h,
+        )
+    ).json()
+    assert llm_grant.status_code == 201, llm_grant.text
     assert grant.status_code == 201, grant.text
     assert member.status_code in (200, 201), member.text
     ids = {
@@ -175,13 +217,16 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
         "invitation_id": invitation["id"],
         "tenant_id": ada.tenant_id,
         "provider_id": str(await oidc_provider_of(db, ada)),
+        "llm_provider_id": llm["id"],
+        "llm_grant_id": llm_grant.json()["id"],
+        "model_id": model["id"],
     }
     before = await snapshot(client, ada, ids, key["key"])
 
     for (method, template), entry in sorted(CALLS.items()):
         walk = entry if isinstance(entry, Walk) else Walk(entry)
         body, intruder = walk.body, (zed if walk.intruder == "other_admin" else bob)
-        url = template.format(**ids)
+        url = template.format(**{**ids, **{param: ids[key] for param, key in walk.ids}})
         if body == "grant-self":
             body = {"grantee_type": "user", "grantee_id": bob.id, "role": "manager"}
         elif body == "transfer-to-self":
@@ -198,5 +243,7 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
     assert mine == []
     groups = (await client.get("/api/v1/groups", headers=bob.headers)).json()["data"]
     assert groups == []
+    assert (await client.get("/api/v1/providers", headers=bob.headers)).json()["data"] == []
+    assert (await client.get("/api/v1/models", headers=bob.headers)).json()["data"] == []
     keys = (await client.get("/api/v1/api-keys", headers=bob.headers)).json()["data"]
     assert keys == []

@@ -1,0 +1,1 @@
+"""/api/v1/usage: tokens and cost of model calls, aggregated."""
