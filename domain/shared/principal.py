@@ -28,6 +28,8 @@ class Principal:
     """System permissions granted to this user on top of the role."""
     instance_admin: bool = False
     """An admin of the instance's root (default) tenant: may create and manage tenants."""
+    api_key_id: uuid.UUID | None = None
+    """The API key the caller presented, if it was one (usage and audit name it)."""
 
     @property
     def is_admin(self) -> bool:

@@ -242,6 +242,7 @@ async def verify(session: AsyncSession, token: str, *, now: datetime | None = No
         scopes=effective_scopes(row.scopes),
         permissions=frozenset(row.permissions),
         instance_admin=row.role == "admin" and row.tenant_slug == DEFAULT_TENANT_SLUG,
+        api_key_id=row.id,
     )
     touch = row.last_used_at is None or row.last_used_at <= now - TOUCH_INTERVAL
     return KeyUse(principal=principal, key_id=row.id, touch=touch, expires_at=row.expires_at)

@@ -260,3 +260,14 @@ async def test_logout_with_an_api_key_is_refused_not_a_crash(client: httpx.Async
     assert_problem(resp, 403, "session_required")
     # the key still works: nothing was revoked
     assert (await client.get("/api/v1/me", headers=bearer(created.json()["key"]))).status_code == 200
+
+
+async def test_a_key_resolves_to_its_owner_naming_the_key(client: httpx.AsyncClient, db: Database) -> None:
+    user_id, token = await signed_in(client, "ada@example.com")
+    created = await create_key(client, token)
+    async with db.read() as rs:
+        use = await api_keys.verify(rs, created["key"])
+    assert use is not None
+    assert str(use.principal.user_id) == user_id
+    assert str(use.principal.api_key_id) == created["id"]
+    assert use.principal.session_id is None
