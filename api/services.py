@@ -55,10 +55,17 @@ class Services:
     def llm_registry(self) -> Registry:
         """Resolves model ids to adapters behind the outbound guard (infra.llm.registry); shared."""
         if self.registry is None:
+            from infra.llm.streaming import StreamPolicy
             from infra.net.outbound import OutboundGuard
             from infra.secrets.service import load_kek
 
-            self.registry = Registry(load_kek(self.settings), OutboundGuard(self.settings.llm.outbound_allow))
+            llm = self.settings.llm
+            policy = StreamPolicy(
+                max_retries=llm.llm_max_retries,
+                overall_timeout_s=llm.llm_timeout_s,
+                idle_timeout_s=llm.llm_idle_timeout_s,
+            )
+            self.registry = Registry(load_kek(self.settings), OutboundGuard(llm.outbound_allow), policy)
         return self.registry
 
     def token_signer(self) -> TokenSigner:

@@ -94,6 +94,12 @@ class LlmSettings(msgspec.Struct, frozen=True, kw_only=True):
     """LITESKILL_OPENAI_COMPATIBLE_API_KEY: the API key of that OpenAI-compatible provider, if it needs one."""
     bedrock_region: str | None = None
     """LITESKILL_BEDROCK_REGION: declares a Bedrock provider ("Bedrock (env)") on the default AWS credentials."""
+    llm_timeout_s: float = 600.0
+    """LITESKILL_LLM_TIMEOUT_S: longest a model call may take in all, retries included."""
+    llm_idle_timeout_s: float = 60.0
+    """LITESKILL_LLM_IDLE_TIMEOUT_S: longest silence from a provider (first token included) before the call fails."""
+    llm_max_retries: int = 2
+    """LITESKILL_LLM_MAX_RETRIES: retries of a model call failing before its first token (429, 408, 5xx, network)."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,6 +176,11 @@ def _parse(raw: str, hint: Any, name: str) -> Any:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if hint is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number") from None
     if hint is Path:
         return Path(raw).expanduser()
     if hint is SecretStr:
@@ -224,6 +235,12 @@ def _validate(settings: Settings) -> None:
             checks.append((False, f"LITESKILL_MASTER_KEY must be base64 of 32 random bytes ({exc})"))
         if settings.master_key_file is not None:
             checks.append((False, "LITESKILL_MASTER_KEY and LITESKILL_MASTER_KEY_FILE are exclusive; set one"))
+    llm = settings.llm
+    checks += [
+        (0 < llm.llm_timeout_s <= 86_400, "LITESKILL_LLM_TIMEOUT_S must be between 0 and 86400 seconds"),
+        (0 < llm.llm_idle_timeout_s <= llm.llm_timeout_s, "LITESKILL_LLM_IDLE_TIMEOUT_S must be in (0, the timeout]"),
+        (0 <= llm.llm_max_retries <= 10, "LITESKILL_LLM_MAX_RETRIES must be between 0 and 10"),
+    ]
     if settings.llm.outbound_allow:
         from infra.net.outbound import parse_allow_entry
 

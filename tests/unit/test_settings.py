@@ -90,3 +90,25 @@ def test_every_field_has_a_docstring_naming_its_variable() -> None:
 
 def test_struct_is_msgspec() -> None:
     assert issubclass(Settings, msgspec.Struct)
+
+
+def test_model_call_timeouts_are_validated() -> None:
+    from infra.settings import SettingsError, load_settings
+
+    loaded = load_settings({"LITESKILL_LLM_TIMEOUT_S": "120", "LITESKILL_LLM_IDLE_TIMEOUT_S": "15"}, dotenv=None)
+    assert (loaded.llm.llm_timeout_s, loaded.llm.llm_idle_timeout_s, loaded.llm.llm_max_retries) == (120.0, 15.0, 2)
+    for env, name in [
+        ({"LITESKILL_LLM_IDLE_TIMEOUT_S": "900"}, "LITESKILL_LLM_IDLE_TIMEOUT_S"),
+        ({"LITESKILL_LLM_TIMEOUT_S": "0"}, "LITESKILL_LLM_TIMEOUT_S"),
+        ({"LITESKILL_LLM_MAX_RETRIES": "-1"}, "LITESKILL_LLM_MAX_RETRIES"),
+    ]:
+        with pytest.raises(SettingsError, match=name):
+            load_settings(env, dotenv=None)
+
+
+def test_numbers_with_a_fraction_are_parsed() -> None:
+    from infra.settings import SettingsError, load_settings
+
+    assert load_settings({"LITESKILL_AUTH_CACHE_TTL_S": "2.5"}, dotenv=None).auth_cache_ttl_s == 2.5
+    with pytest.raises(SettingsError, match="LITESKILL_AUTH_CACHE_TTL_S"):
+        load_settings({"LITESKILL_AUTH_CACHE_TTL_S": "soon"}, dotenv=None)
