@@ -35,6 +35,7 @@ from domain.shared.events import Event, EventMetadata, NewEvent, event_type  # n
 from infra.db import migrate  # noqa: E402
 from infra.db.engine import Database, create_engine, plain_url  # noqa: E402
 from infra.eventstore.postgres import APPEND_LOCK, PostgresTransactionFactory  # noqa: E402
+from infra.projections.audit import _INSERT as AUDIT_INSERT  # noqa: E402
 from infra.projections.audit import AuditLogProjection  # noqa: E402
 from infra.projections.runner import rebuild  # noqa: E402
 
@@ -260,13 +261,10 @@ async def raw_rebuild(url: str, total: int) -> float:
             if not rows:
                 break
             metas = [msgspec.json.decode(r[6]) for r in rows]
-            for r in rows:
-                msgspec.json.decode(r[5])
+            datas = [msgspec.json.decode(r[5]) for r in rows]
+            changed = [d.get("changed") if isinstance(d, dict) else None for d in datas]
             await conn.execute(
-                "INSERT INTO audit_log (position, event_id, stream_id, type_id, action, entity_type, entity_id, "
-                "tenant_id, actor, request_id, correlation_id, recorded_at) SELECT * FROM unnest($1::bigint[], "
-                "$2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], "
-                "$10::text[], $11::text[], $12::timestamptz[]) ON CONFLICT (position) DO NOTHING",
+                AUDIT_INSERT,  # the projection's own statement: the same rows, the same columns
                 [r[3] for r in rows],
                 [r[0] for r in rows],
                 [r[1] for r in rows],
@@ -279,6 +277,10 @@ async def raw_rebuild(url: str, total: int) -> float:
                 [m.get("request_id") for m in metas],
                 [m.get("correlation_id") for m in metas],
                 [r[7] for r in rows],
+                [m.get("ip") for m in metas],
+                [m.get("user_agent") for m in metas],
+                [msgspec.json.encode(c).decode() if isinstance(c, list) else None for c in changed],
+                [r[5] for r in rows],
             )
             position = rows[-1][3]
             n += len(rows)

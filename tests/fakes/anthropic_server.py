@@ -30,16 +30,13 @@ import asyncio
 import contextlib
 import json
 import secrets
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
-
 from tests.fakes.chat_scenarios import SCENARIOS, Scenario, ToolCallScript
+from tests.fakes.serving import ThreadedServer, read_body
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -83,8 +80,7 @@ class FakeAnthropicServer:
     queries: list[str] = field(default_factory=list)
     disconnects: list[tuple[str, float]] = field(default_factory=list)
     flaky_seen: int = 0
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _runner: ThreadedServer | None = None
 
     def reset(self) -> None:
         self.requests.clear()
@@ -106,38 +102,18 @@ class FakeAnthropicServer:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            self.app, interface="asgi3", http="h11", log_level="critical", lifespan="off", access_log=False
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake Anthropic server did not start")
-            time.sleep(0.01)
+        self._runner = ThreadedServer(self.app, "the fake Anthropic server", http="h11")
+        self.base_url = self._runner.start()
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True
-            self._thread.join(timeout=10)
+        if self._runner is not None:
+            self._runner.stop(force=True)
 
     # -- ASGI ---------------------------------------------------------------------------------
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         self.paths.append(scope["path"])
         self.queries.append(scope["query_string"].decode())
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}

@@ -15,16 +15,15 @@ import hashlib
 import hmac
 import json
 import secrets
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
 
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+
+from tests.fakes.serving import ThreadedServer, read_body
 
 
 @dataclass
@@ -56,8 +55,7 @@ class FakeOidcProvider:
     issuer: str = ""
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     token_requests: list[dict[str, Any]] = field(default_factory=list)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _runner: ThreadedServer | None = None
 
     def reset(self) -> None:
         self.clients.clear()
@@ -69,35 +67,18 @@ class FakeOidcProvider:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(self.app, interface="asgi3", log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake OIDC provider did not start")
-            time.sleep(0.01)
+        self._runner = ThreadedServer(self.app, "the fake OIDC provider", log_level="warning")
+        self.issuer = self._runner.start()
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
+        if self._runner is not None:
+            self._runner.stop()
 
     # -- ASGI ---------------------------------------------------------------------------------
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         status, out_headers, payload = self.handle(scope["method"], scope["path"], query, headers, body)

@@ -27,9 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,9 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-import uvicorn
-
 from tests.fakes.chat_scenarios import SCENARIOS, Scenario
+from tests.fakes.serving import ThreadedServer, read_body
 
 _FINISH = {
     "end_turn": "stop",
@@ -78,8 +75,7 @@ class FakeOpenAIServer:
     """``(model, time.monotonic())`` for each streamed response whose client went away early."""
     origin: str = ""
     _flaky_failed: bool = False
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _runner: ThreadedServer | None = None
 
     @property
     def base_url(self) -> str:
@@ -99,35 +95,18 @@ class FakeOpenAIServer:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(self.app, interface="asgi3", log_level="critical", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake OpenAI server did not start")
-            time.sleep(0.01)
+        self._runner = ThreadedServer(self.app, "the fake OpenAI server")
+        self.origin = self._runner.start()
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
+        if self._runner is not None:
+            self._runner.stop()
 
     # -- ASGI ---------------------------------------------------------------------------------
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         try:
