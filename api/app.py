@@ -25,6 +25,7 @@ from api.auth.password import PasswordController
 from api.auth.principal import provide_principal
 from api.errors import ApiError, exception_handlers
 from api.invitations.controller import InvitationController
+from api.mcp_servers.controller import McpServerAclController, McpServerController
 from api.models.controller import ModelAclController, ModelController
 from api.openapi import openapi_config
 from api.prompts.controller import PromptController
@@ -88,6 +89,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
         finally:
             if svc.usage_sink is not None:
                 await svc.usage_sink.aclose()  # usage of calls that just ended is still written
+            if svc.mcp is not None:
+                await svc.mcp.aclose()  # ends open MCP sessions and the stdio programs behind them
             await svc.redis.aclose()
             await svc.db.dispose()
 
@@ -117,6 +120,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             ProviderAclController,
             ModelController,
             ModelAclController,
+            McpServerController,
+            McpServerAclController,
         ],
     )
 

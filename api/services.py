@@ -14,6 +14,7 @@ from infra.identity.passwords import PasswordHasher
 from infra.identity.tokens import TokenSigner
 from infra.llm.metering import UsageSink
 from infra.llm.registry import Registry
+from infra.mcp.gateway import McpGateway
 from infra.settings import Settings
 
 
@@ -67,6 +68,21 @@ class Services:
             )
             self.registry = Registry(load_kek(self.settings), OutboundGuard(llm.outbound_allow), policy)
         return self.registry
+
+    mcp: McpGateway | None = None
+
+    def mcp_gateway(self) -> McpGateway:
+        """The MCP gateway (infra.mcp.gateway) over the servers in the database; closed at shutdown."""
+        if self.mcp is None:
+            from infra.mcp.ledger import DbRecorder
+            from infra.mcp.servers import DbServerDirectory
+            from infra.net.outbound import OutboundGuard
+            from infra.secrets.service import load_kek
+
+            allow = self.settings.llm.outbound_allow
+            directory = DbServerDirectory(self.db, load_kek(self.settings), allow)
+            self.mcp = McpGateway(directory, recorder=DbRecorder(self.db), guard=OutboundGuard(allow))
+        return self.mcp
 
     def token_signer(self) -> TokenSigner:
         """The access-token signer, keyed from the master key on first use."""

@@ -93,6 +93,15 @@ CALLS: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/models/{model_id}/acl"): "grant-self",
     ("POST", "/api/v1/models/{model_id}/acl/transfer"): "transfer-to-self",
     ("DELETE", "/api/v1/models/{model_id}/acl/{grant_id}"): None,
+    ("GET", "/api/v1/mcp-servers/{mcp_server_id}"): None,
+    ("PATCH", "/api/v1/mcp-servers/{mcp_server_id}"): {"name": "taken over", "headers": {"X-Intruder": "1"}},
+    ("DELETE", "/api/v1/mcp-servers/{mcp_server_id}"): None,
+    ("GET", "/api/v1/mcp-servers/{mcp_server_id}/tools"): None,
+    ("POST", "/api/v1/mcp-servers/{mcp_server_id}/refresh"): None,
+    ("GET", "/api/v1/mcp-servers/{mcp_server_id}/acl"): None,
+    ("POST", "/api/v1/mcp-servers/{mcp_server_id}/acl"): "grant-self",
+    ("POST", "/api/v1/mcp-servers/{mcp_server_id}/acl/transfer"): "transfer-to-self",
+    ("DELETE", "/api/v1/mcp-servers/{mcp_server_id}/acl/{grant_id}"): Walk(ids=(("grant_id", "mcp_grant_id"),)),
 }
 
 # Id-bearing but public by design: signing in through a tenant's identity provider names the
@@ -122,11 +131,15 @@ async def snapshot(client: httpx.AsyncClient, owner: User, ids: dict[str, str], 
     llm_acl = (await client.get(f"/api/v1/providers/{ids['llm_provider_id']}/acl", headers=owner.headers)).json()
     model = (await client.get(f"/api/v1/models/{ids['model_id']}", headers=owner.headers)).json()
     model_acl = (await client.get(f"/api/v1/models/{ids['model_id']}/acl", headers=owner.headers)).json()
+    mcp = (await client.get(f"/api/v1/mcp-servers/{ids['mcp_server_id']}", headers=owner.headers)).json()
+    mcp_acl = (await client.get(f"/api/v1/mcp-servers/{ids['mcp_server_id']}/acl", headers=owner.headers)).json()
     return {
         "llm_provider": llm_provider,
         "llm_acl": llm_acl,
         "model": model,
         "model_acl": model_acl,
+        "mcp_server": mcp,
+        "mcp_acl": mcp_acl,
         "provider": provider,
         "prompt": prompt,
         "acl": acl,
@@ -204,6 +217,19 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
             headers=h,
         )
     ).json()
+    mcp_body = {
+        "name": "tools",
+        "transport": "streamable_http",
+        "url": "https://93.184.216.34/mcp",
+        "bearer_token": "t",
+    }
+    mcp = (await client.post("/api/v1/mcp-servers", json=mcp_body, headers=h)).json()
+    mcp_grant = await client.post(
+        f"/api/v1/mcp-servers/{mcp['id']}/acl",
+        json={"grantee_type": "user", "grantee_id": carol.id, "role": "viewer"},
+        headers=h,
+    )
+    assert mcp_grant.status_code == 201, mcp_grant.text
     assert llm_grant.status_code == 201, llm_grant.text
     assert grant.status_code == 201, grant.text
     assert member.status_code in (200, 201), member.text
@@ -220,6 +246,8 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
         "llm_provider_id": llm["id"],
         "llm_grant_id": llm_grant.json()["id"],
         "model_id": model["id"],
+        "mcp_server_id": mcp["id"],
+        "mcp_grant_id": mcp_grant.json()["id"],
     }
     before = await snapshot(client, ada, ids, key["key"])
 
@@ -245,5 +273,6 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
     assert groups == []
     assert (await client.get("/api/v1/providers", headers=bob.headers)).json()["data"] == []
     assert (await client.get("/api/v1/models", headers=bob.headers)).json()["data"] == []
+    assert (await client.get("/api/v1/mcp-servers", headers=bob.headers)).json()["data"] == []
     keys = (await client.get("/api/v1/api-keys", headers=bob.headers)).json()["data"]
     assert keys == []
