@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from typing import TypedDict
 
 import anyio
-import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+
+from tests.fakes.serving import ThreadedServer
 
 
 class Weather(TypedDict):
@@ -67,41 +65,33 @@ def build_server(name: str = "liteskill-test") -> MCPServer:
 
 
 class RunningMcpServer:
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, origin: str, path: str) -> None:
-        self._server = server
-        self._thread = thread
-        self.origin = origin
-        self.url = f"{origin}{path}"
+    def __init__(self, runner: ThreadedServer, path: str) -> None:
+        self._runner = runner
+        self.origin = runner.origin
+        self.url = f"{runner.origin}{path}"
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._runner.stop(force=True)
 
 
 @contextlib.contextmanager
-def running_mcp_http_server(name: str = "liteskill-test", path: str = "/mcp") -> Iterator[RunningMcpServer]:
-    """Serve the test server over streamable HTTP on 127.0.0.1 (a free port) until the block ends."""
-    app = build_server(name).streamable_http_app(streamable_http_path=path)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="on", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the MCP test server did not start")
-        time.sleep(0.01)
-    running = RunningMcpServer(server, thread, origin, path)
+def running_mcp_http_server(
+    name: str = "liteskill-test", path: str = "/mcp", transport: str = "streamable_http"
+) -> Iterator[RunningMcpServer]:
+    """Serve the test server on 127.0.0.1 (a free port) until the block ends: over streamable HTTP
+    at ``path``, or over the older HTTP+SSE transport (``transport="sse"``, events at ``/sse``)."""
+    server = build_server(name)
+    if transport == "sse":
+        app, path = server.sse_app(), "/sse"
+    else:
+        app = server.streamable_http_app(streamable_http_path=path)
+    runner = ThreadedServer(app, "the MCP test server", lifespan="on", timeout_graceful_shutdown=1)
+    runner.start()
+    running = RunningMcpServer(runner, path)
     try:
         yield running
     finally:
-        server.force_exit = True
         running.stop()
-        sock.close()
 
 
 STDIO_COMMAND = sys.executable

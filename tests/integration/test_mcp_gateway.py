@@ -374,3 +374,26 @@ async def test_calls_are_recorded_and_audited(
 
 def _fields(config: McpServerConfig) -> dict[str, Any]:
     return {f: getattr(config, f) for f in config.__struct_fields__}
+
+
+async def test_the_older_sse_transport_lists_calls_and_times_out_like_the_others(
+    gateways: list[McpGateway],
+) -> None:
+    with running_mcp_http_server(transport="sse") as server:
+        config = McpServerConfig(
+            id=uuid.uuid4(),
+            tenant_id=TENANT,
+            name="Legacy tools",
+            transport="sse",
+            url=server.url,
+            outbound_allow=("127.0.0.1",),
+        )
+        gateway = gateway_for(gateways, config)
+        names = {t.qualified_name for t in await gateway.list_tools(PRINCIPAL, None)}
+        assert {"legacy-tools__echo", "legacy-tools__add"} <= names
+        assert ok(await gateway.call(PRINCIPAL, "legacy-tools__echo", {"text": "over sse"})).text == "over sse"
+        added = ok(await gateway.call(PRINCIPAL, "legacy-tools__add", {"a": 2, "b": 3}))
+        assert added.structured == {"result": 5}
+        hung = await gateway.call(PRINCIPAL, "legacy-tools__hang", {}, timeout_s=0.5)
+        assert hung.status == "timeout"
+        assert ok(await gateway.call(PRINCIPAL, "legacy-tools__echo", {"text": "still"})).text == "still"
