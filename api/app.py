@@ -23,6 +23,7 @@ from api.auth.oidc import OidcLoginController
 from api.auth.oidc_providers import OidcProviderController
 from api.auth.password import PasswordController
 from api.auth.principal import provide_principal
+from api.conversations.controller import ConversationAclController, ConversationController
 from api.errors import ApiError, exception_handlers
 from api.invitations.controller import InvitationController
 from api.mcp_servers.controller import McpServerAclController, McpServerController
@@ -30,6 +31,7 @@ from api.models.controller import ModelAclController, ModelController
 from api.openapi import openapi_config
 from api.prompts.controller import PromptController
 from api.providers.controller import ProviderAclController, ProviderController
+from api.runs.controller import RunController
 from api.services import Services
 from api.system.controller import SystemController
 from api.usage.controller import UsageController
@@ -89,6 +91,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
         finally:
             if svc.usage_sink is not None:
                 await svc.usage_sink.aclose()  # usage of calls that just ended is still written
+            if svc.runner is not None:
+                await svc.runner.aclose()  # running runs end as interrupted
             if svc.mcp is not None:
                 await svc.mcp.aclose()  # ends open MCP sessions and the stdio programs behind them
             await svc.redis.aclose()
@@ -122,6 +126,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             ModelAclController,
             McpServerController,
             McpServerAclController,
+            RunController,
+            ConversationController,
+            ConversationAclController,
         ],
     )
 

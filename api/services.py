@@ -15,6 +15,8 @@ from infra.identity.tokens import TokenSigner
 from infra.llm.metering import UsageSink
 from infra.llm.registry import Registry
 from infra.mcp.gateway import McpGateway
+from infra.runs.runner import RunRunner
+from infra.runs.stream import RunStreams
 from infra.settings import Settings
 
 
@@ -83,6 +85,23 @@ class Services:
             directory = DbServerDirectory(self.db, load_kek(self.settings), allow)
             self.mcp = McpGateway(directory, recorder=DbRecorder(self.db), guard=OutboundGuard(allow))
         return self.mcp
+
+    runner: RunRunner | None = None
+    streams: RunStreams | None = None
+
+    def run_streams(self) -> RunStreams:
+        """Run event streams in Redis (infra.runs.stream), kept LITESKILL_RUN_RETENTION_S after the end."""
+        if self.streams is None:
+            self.streams = RunStreams(self.redis, self.settings.run_retention_s)
+        return self.streams
+
+    def runs(self) -> RunRunner:
+        """Runs executing in this process (infra.runs.runner); it follows cancel requests from any
+        process once created, and interrupts its runs when the app shuts down."""
+        if self.runner is None:
+            self.runner = RunRunner(self.db, self.run_streams(), lease_s=self.settings.run_lease_s)
+            self.runner.listen()
+        return self.runner
 
     def token_signer(self) -> TokenSigner:
         """The access-token signer, keyed from the master key on first use."""

@@ -125,6 +125,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """LITESKILL_API_RATE_PER_PRINCIPAL: authenticated requests per minute per user (sessions) or API key; 0: off."""
     auth_cache_ttl_s: float = 5.0
     """LITESKILL_AUTH_CACHE_TTL_S: seconds a resolved credential is reused in-process (0: resolve every request)."""
+    run_retention_s: int = 3600
+    """LITESKILL_RUN_RETENTION_S: how long a finished run's event stream stays replayable (then 410 stream_expired)."""
+    run_lease_s: float = 30.0
+    """LITESKILL_RUN_LEASE_S: lease of a running run; renewed every third of it, reaped as interrupted once expired."""
     master_key: SecretStr | None = None
     """LITESKILL_MASTER_KEY: base64 of the 32-byte key-encryption key for stored secrets."""
     master_key_file: Path | None = None
@@ -218,6 +222,8 @@ def _validate(settings: Settings) -> None:
         (settings.auth_rate_per_account >= 1, "LITESKILL_AUTH_RATE_PER_ACCOUNT must be at least 1"),
         (settings.api_rate_per_principal >= 0, "LITESKILL_API_RATE_PER_PRINCIPAL must be 0 (off) or more"),
         (0 <= settings.auth_cache_ttl_s <= 300, "LITESKILL_AUTH_CACHE_TTL_S must be between 0 and 300"),
+        (settings.run_retention_s >= 1, "LITESKILL_RUN_RETENTION_S must be at least 1"),
+        (0.3 <= settings.run_lease_s <= 3600, "LITESKILL_RUN_LEASE_S must be between 0.3 and 3600"),
     ]
     url = settings.database.url
     if url is not None and not url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):

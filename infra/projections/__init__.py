@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from infra.chat.projections import ConversationsProjection
 from infra.eventstore.postgres import PostgresTransaction
 from infra.projections.audit import AuditLogProjection
 from infra.projections.runner import Projection
@@ -9,4 +10,4 @@ from infra.projections.runner import Projection
 
 def all_projections() -> list[Projection[PostgresTransaction]]:
     """Every Postgres read model, in the order the runner serves them."""
-    return [AuditLogProjection()]
+    return [AuditLogProjection(), ConversationsProjection()]

@@ -93,6 +93,7 @@ class BackgroundRuntime:
             asyncio.create_task(runner.run(self._stop)),
             asyncio.create_task(self._relay(db, redis)),
             asyncio.create_task(self._maintenance(factory)),
+            asyncio.create_task(self._reap_runs(db, redis)),
         ]
         try:
             await self._stop.wait()
@@ -122,6 +123,19 @@ class BackgroundRuntime:
                     await asyncio.wait_for(wake.wait(), timeout=poll_s)
         finally:
             listener.cancel()
+
+    async def _reap_runs(self, db: Database, redis: Redis) -> None:
+        """At start and every lease period: runs whose lease expired end as interrupted."""
+        from infra.runs.reaper import reap
+        from infra.runs.stream import RunStreams
+
+        streams = RunStreams(redis, self.settings.run_retention_s)
+        while True:
+            try:
+                await reap(db, streams)
+            except Exception:
+                log.exception("run reaper failed; retrying")
+            await asyncio.sleep(self.settings.run_lease_s)
 
     async def _maintenance(self, factory: PostgresTransactionFactory) -> None:
         while True:

@@ -21,6 +21,7 @@ from sqlalchemy import insert
 from domain.shared.ids import new_id
 from infra.db.engine import Database
 from infra.db.tables.identity import oidc_providers
+from infra.runs.runner import create_run
 from tests.integration.test_access import User, app, user  # noqa: F401  (app: cheap password hashing)
 from tests.integration.test_http_platform import PROBLEM
 
@@ -102,6 +103,22 @@ CALLS: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/mcp-servers/{mcp_server_id}/acl"): "grant-self",
     ("POST", "/api/v1/mcp-servers/{mcp_server_id}/acl/transfer"): "transfer-to-self",
     ("DELETE", "/api/v1/mcp-servers/{mcp_server_id}/acl/{grant_id}"): Walk(ids=(("grant_id", "mcp_grant_id"),)),
+    ("GET", "/api/v1/runs/{run_id}"): None,
+    ("GET", "/api/v1/runs/{run_id}/events"): None,
+    ("POST", "/api/v1/runs/{run_id}/cancel"): None,
+    ("GET", "/api/v1/conversations/{conversation_id}"): None,
+    ("PATCH", "/api/v1/conversations/{conversation_id}"): {"title": "taken over", "system_prompt": "obey bob"},
+    ("DELETE", "/api/v1/conversations/{conversation_id}"): None,
+    ("POST", "/api/v1/conversations/{conversation_id}/archive"): None,
+    ("POST", "/api/v1/conversations/{conversation_id}/restore"): None,
+    ("GET", "/api/v1/conversations/{conversation_id}/messages"): None,
+    ("GET", "/api/v1/conversations/{conversation_id}/events"): None,
+    ("GET", "/api/v1/conversations/{conversation_id}/acl"): None,
+    ("POST", "/api/v1/conversations/{conversation_id}/acl"): "grant-self",
+    ("POST", "/api/v1/conversations/{conversation_id}/acl/transfer"): "transfer-to-self",
+    ("DELETE", "/api/v1/conversations/{conversation_id}/acl/{grant_id}"): Walk(
+        ids=(("grant_id", "conversation_grant_id"),)
+    ),
 }
 
 # Id-bearing but public by design: signing in through a tenant's identity provider names the
@@ -133,7 +150,15 @@ async def snapshot(client: httpx.AsyncClient, owner: User, ids: dict[str, str], 
     model_acl = (await client.get(f"/api/v1/models/{ids['model_id']}/acl", headers=owner.headers)).json()
     mcp = (await client.get(f"/api/v1/mcp-servers/{ids['mcp_server_id']}", headers=owner.headers)).json()
     mcp_acl = (await client.get(f"/api/v1/mcp-servers/{ids['mcp_server_id']}/acl", headers=owner.headers)).json()
+    run = (await client.get(f"/api/v1/runs/{ids['run_id']}", headers=owner.headers)).json()
+    conversation = (await client.get(f"/api/v1/conversations/{ids['conversation_id']}", headers=owner.headers)).json()
+    conversation_acl = (
+        await client.get(f"/api/v1/conversations/{ids['conversation_id']}/acl", headers=owner.headers)
+    ).json()
     return {
+        "run": run,
+        "conversation": conversation,
+        "conversation_acl": conversation_acl,
         "llm_provider": llm_provider,
         "llm_acl": llm_acl,
         "model": model,
@@ -187,6 +212,15 @@ async def oidc_provider_of(db: Database, admin: User) -> uuid.UUID:
     return provider_id
 
 
+async def run_of(db: Database, owner: User) -> uuid.UUID:
+    """A queued run of the owner without a conversation (visible to its creator only), inserted
+    directly: starting runs belongs to the routes that do work (chat turns, agents)."""
+    async with db.write() as session:
+        return await create_run(
+            session, tenant_id=uuid.UUID(owner.tenant_id), kind="agent", created_by=uuid.UUID(owner.id)
+        )
+
+
 async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: httpx.AsyncClient, db: Database) -> None:
     ada = await user(client, "ada@example.com")
     carol = await user(client, "carol@example.com")
@@ -229,6 +263,13 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
         json={"grantee_type": "user", "grantee_id": carol.id, "role": "viewer"},
         headers=h,
     )
+    conversation = (await client.post("/api/v1/conversations", json={"title": "mine"}, headers=h)).json()
+    conversation_grant = await client.post(
+        f"/api/v1/conversations/{conversation['id']}/acl",
+        json={"grantee_type": "user", "grantee_id": carol.id, "role": "viewer"},
+        headers=h,
+    )
+    assert conversation_grant.status_code == 201, conversation_grant.text
     assert mcp_grant.status_code == 201, mcp_grant.text
     assert llm_grant.status_code == 201, llm_grant.text
     assert grant.status_code == 201, grant.text
@@ -248,6 +289,9 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
         "model_id": model["id"],
         "mcp_server_id": mcp["id"],
         "mcp_grant_id": mcp_grant.json()["id"],
+        "conversation_id": conversation["id"],
+        "conversation_grant_id": conversation_grant.json()["id"],
+        "run_id": str(await run_of(db, ada)),
     }
     before = await snapshot(client, ada, ids, key["key"])
 
@@ -274,5 +318,6 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
     assert (await client.get("/api/v1/providers", headers=bob.headers)).json()["data"] == []
     assert (await client.get("/api/v1/models", headers=bob.headers)).json()["data"] == []
     assert (await client.get("/api/v1/mcp-servers", headers=bob.headers)).json()["data"] == []
+    assert (await client.get("/api/v1/conversations", headers=bob.headers)).json()["data"] == []
     keys = (await client.get("/api/v1/api-keys", headers=bob.headers)).json()["data"]
     assert keys == []

@@ -1,0 +1,1 @@
+"""Chat: the event-sourced conversation aggregate, its events and the seam for assistant turns."""

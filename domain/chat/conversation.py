@@ -1,0 +1,498 @@
+"""The conversation aggregate (pure): its state, ``evolve`` over its events, and one ``decide``
+function per command that returns the events to append or raises the command's rejection.
+
+States: ``created`` (no messages yet) -> ``active`` <-> ``running`` (an assistant turn is under way)
+-> ``archived`` (read-only until restored), and ``deleted``. Rejections, checked in this order:
+unknown or deleted -> ``conversation_not_found``; archived -> ``conversation_archived`` (except
+restore and delete); running -> ``conversation_busy`` for everything that would change the history
+or the settings the running turn uses (the title may change while a turn runs). Turn-progress
+commands (checkpoint, complete, fail, interrupt) are idempotent for a turn that already ended, so a
+late or repeated report from a runner or the reaper appends nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from domain.chat.errors import (
+    ConversationArchived,
+    ConversationBusy,
+    ConversationExists,
+    ConversationNotArchived,
+    ConversationNotFound,
+    InvalidConversation,
+    MessageNotFinished,
+    MessageNotFound,
+)
+from domain.chat.events import (
+    AssistantMessageCheckpointed,
+    AssistantMessageCompleted,
+    AssistantMessageFailed,
+    AssistantMessageInterrupted,
+    AssistantMessageStarted,
+    ConversationArchivedEvent,
+    ConversationCreated,
+    ConversationDeleted,
+    ConversationForked,
+    ConversationRestored,
+    ConversationTruncated,
+    ForkedMessage,
+    MessageStatus,
+    Role,
+    SettingsChanged,
+    TitleChanged,
+    TokenUsage,
+    ToolCallApproved,
+    ToolCallCompleted,
+    ToolCallDenied,
+    ToolCallRequested,
+    ToolSettings,
+    ToolSettingsChanged,
+    UserMessagePosted,
+)
+from domain.shared.aggregate import Aggregate
+from domain.shared.events import Event
+
+Status = Literal["none", "created", "active", "running", "archived", "deleted"]
+ToolCallStatus = Literal["requested", "awaiting_approval", "approved", "denied", "completed"]
+InterruptReason = Literal["cancelled", "lease_expired"]
+
+TITLE_MAX = 200
+SYSTEM_PROMPT_MAX = 100_000
+CONTENT_MAX = 200_000
+MCP_SERVERS_MAX = 50
+TOOL_NAME_MAX = 200
+
+
+class MessageState(msgspec.Struct, frozen=True, kw_only=True):
+    message_id: uuid.UUID
+    role: Role
+    position: int
+    content: str
+    status: MessageStatus
+    run_id: uuid.UUID | None = None
+    model_id: uuid.UUID | None = None
+    usage: TokenUsage | None = None
+
+
+class ToolCallState(msgspec.Struct, frozen=True, kw_only=True):
+    tool_call_id: str
+    message_id: uuid.UUID
+    name: str
+    status: ToolCallStatus
+
+
+class ConversationState(msgspec.Struct, frozen=True, kw_only=True):
+    conversation_id: uuid.UUID | None = None
+    tenant_id: uuid.UUID | None = None
+    owner_id: uuid.UUID | None = None
+    status: Status = "none"
+    title: str | None = None
+    system_prompt: str | None = None
+    model_id: uuid.UUID | None = None
+    tools: ToolSettings = msgspec.field(default_factory=ToolSettings)
+    parent_conversation_id: uuid.UUID | None = None
+    forked_from_message_id: uuid.UUID | None = None
+    messages: list[MessageState] = msgspec.field(default_factory=list)
+    """The current branch, in order."""
+    running_message_id: uuid.UUID | None = None
+    running_run_id: uuid.UUID | None = None
+    tool_calls: dict[str, ToolCallState] = msgspec.field(default_factory=dict)
+    """Tool calls of the running turn (cleared when the turn ends)."""
+
+    def message(self, message_id: uuid.UUID) -> MessageState | None:
+        return next((m for m in self.messages if m.message_id == message_id), None)
+
+    @property
+    def next_position(self) -> int:
+        return self.messages[-1].position + 1 if self.messages else 0
+
+
+# -- evolve ---------------------------------------------------------------------------------------
+
+
+def _settled(state: ConversationState, messages: list[MessageState]) -> Status:
+    return "active" if messages else "created"
+
+
+def _end_turn(
+    state: ConversationState,
+    message_id: uuid.UUID,
+    status: MessageStatus,
+    content: str,
+    usage: TokenUsage | None,
+) -> ConversationState:
+    messages = [
+        msgspec.structs.replace(m, status=status, content=content, usage=usage if usage is not None else m.usage)
+        if m.message_id == message_id
+        else m
+        for m in state.messages
+    ]
+    return msgspec.structs.replace(
+        state,
+        messages=messages,
+        status=_settled(state, messages) if state.status == "running" else state.status,
+        running_message_id=None,
+        running_run_id=None,
+        tool_calls={},
+    )
+
+
+def _set_tool_call(state: ConversationState, tool_call_id: str, status: ToolCallStatus) -> ConversationState:
+    calls = dict(state.tool_calls)
+    current = calls.get(tool_call_id)
+    if current is not None:
+        calls[tool_call_id] = msgspec.structs.replace(current, status=status)
+    return msgspec.structs.replace(state, tool_calls=calls)
+
+
+def evolve(state: ConversationState, event: Event) -> ConversationState:
+    """The state after ``event``; events of other kinds leave it unchanged."""
+    replace = msgspec.structs.replace
+    match event:
+        case ConversationCreated():
+            return ConversationState(
+                conversation_id=event.conversation_id,
+                tenant_id=event.tenant_id,
+                owner_id=event.owner_id,
+                status="created",
+                title=event.title,
+                system_prompt=event.system_prompt,
+                model_id=event.model_id,
+                tools=event.tools,
+            )
+        case ConversationForked():
+            messages = [
+                MessageState(
+                    message_id=m.message_id,
+                    role=m.role,
+                    position=i,
+                    content=m.content,
+                    status=m.status,
+                    model_id=m.model_id,
+                    usage=m.usage,
+                )
+                for i, m in enumerate(event.messages)
+            ]
+            return ConversationState(
+                conversation_id=event.conversation_id,
+                tenant_id=event.tenant_id,
+                owner_id=event.owner_id,
+                status="active" if messages else "created",
+                title=event.title,
+                system_prompt=event.system_prompt,
+                model_id=event.model_id,
+                tools=event.tools,
+                parent_conversation_id=event.parent_conversation_id,
+                forked_from_message_id=event.forked_from_message_id,
+                messages=messages,
+            )
+        case TitleChanged():
+            return replace(state, title=event.title)
+        case SettingsChanged():
+            return replace(state, system_prompt=event.system_prompt, model_id=event.model_id)
+        case ToolSettingsChanged():
+            return replace(state, tools=event.tools)
+        case UserMessagePosted():
+            message = MessageState(
+                message_id=event.message_id,
+                role="user",
+                position=event.position,
+                content=event.content,
+                status="completed",
+            )
+            return replace(state, messages=[*state.messages, message], status="active")
+        case AssistantMessageStarted():
+            message = MessageState(
+                message_id=event.message_id,
+                role="assistant",
+                position=event.position,
+                content="",
+                status="streaming",
+                run_id=event.run_id,
+                model_id=event.model_id,
+            )
+            return replace(
+                state,
+                messages=[*state.messages, message],
+                status="running",
+                running_message_id=event.message_id,
+                running_run_id=event.run_id,
+                tool_calls={},
+            )
+        case AssistantMessageCheckpointed():
+            return replace(
+                state,
+                messages=[
+                    replace(m, content=event.content) if m.message_id == event.message_id else m for m in state.messages
+                ],
+            )
+        case AssistantMessageCompleted():
+            return _end_turn(state, event.message_id, "completed", event.content, event.usage)
+        case AssistantMessageFailed():
+            return _end_turn(state, event.message_id, "failed", event.content, event.usage)
+        case AssistantMessageInterrupted():
+            return _end_turn(state, event.message_id, "interrupted", event.content, event.usage)
+        case ToolCallRequested():
+            calls = dict(state.tool_calls)
+            calls[event.tool_call_id] = ToolCallState(
+                tool_call_id=event.tool_call_id,
+                message_id=event.message_id,
+                name=event.name,
+                status="awaiting_approval" if event.approval == "manual" else "requested",
+            )
+            return replace(state, tool_calls=calls)
+        case ToolCallApproved():
+            return _set_tool_call(state, event.tool_call_id, "approved")
+        case ToolCallDenied():
+            return _set_tool_call(state, event.tool_call_id, "denied")
+        case ToolCallCompleted():
+            return _set_tool_call(state, event.tool_call_id, "completed")
+        case ConversationTruncated():
+            removed = set(event.removed_message_ids)
+            messages = [m for m in state.messages if m.message_id not in removed]
+            return replace(state, messages=messages, status=_settled(state, messages))
+        case ConversationArchivedEvent():
+            return replace(state, status="archived")
+        case ConversationRestored():
+            return replace(state, status=_settled(state, state.messages))
+        case ConversationDeleted():
+            return replace(state, status="deleted")
+    return state
+
+
+CONVERSATION: Aggregate[ConversationState] = Aggregate(
+    name="conversation", state_type=ConversationState, initial=ConversationState, evolve=evolve
+)
+
+
+def fold(events: Sequence[Event], state: ConversationState | None = None) -> ConversationState:
+    return CONVERSATION.fold(state if state is not None else ConversationState(), events)
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+def check_text(value: str | None, pointer: str, *, max_len: int, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise InvalidConversation(pointer, "Is required")
+        return None
+    if "\x00" in value:
+        raise InvalidConversation(pointer, "Must not contain NUL characters")
+    if required and not value.strip():
+        raise InvalidConversation(pointer, "Must not be blank")
+    if len(value) > max_len:
+        raise InvalidConversation(pointer, f"Must be at most {max_len} characters")
+    return value
+
+
+def clean_title(title: str | None) -> str | None:
+    """A trimmed title; blank means none."""
+    check_text(title, "/title", max_len=TITLE_MAX)
+    if title is None or not title.strip():
+        return None
+    return title.strip()
+
+
+def clean_tools(tools: ToolSettings) -> ToolSettings:
+    """Tool settings with duplicate server ids dropped (first wins)."""
+    ids: list[uuid.UUID] = []
+    for server_id in tools.mcp_server_ids:
+        if server_id not in ids:
+            ids.append(server_id)
+    if len(ids) > MCP_SERVERS_MAX:
+        raise InvalidConversation("/tools/mcp_server_ids", f"Must name at most {MCP_SERVERS_MAX} servers")
+    return ToolSettings(mcp_server_ids=ids, approval=tools.approval)
+
+
+# -- guards ---------------------------------------------------------------------------------------
+
+
+def require_exists(state: ConversationState) -> None:
+    if state.status in ("none", "deleted"):
+        raise ConversationNotFound()
+
+
+def require_writable(state: ConversationState, *, while_running: bool = False) -> None:
+    require_exists(state)
+    if state.status == "archived":
+        raise ConversationArchived()
+    if state.status == "running" and not while_running:
+        raise ConversationBusy()
+
+
+def conversation_id_of(state: ConversationState) -> uuid.UUID:
+    assert state.conversation_id is not None
+    return state.conversation_id
+
+
+# -- lifecycle and settings -----------------------------------------------------------------------
+
+
+def create(
+    state: ConversationState,
+    *,
+    conversation_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    title: str | None = None,
+    system_prompt: str | None = None,
+    model_id: uuid.UUID | None = None,
+    tools: ToolSettings | None = None,
+) -> list[Event]:
+    if state.status != "none":
+        raise ConversationExists()
+    return [
+        ConversationCreated(
+            conversation_id=conversation_id,
+            tenant_id=tenant_id,
+            owner_id=owner_id,
+            title=clean_title(title),
+            system_prompt=check_text(system_prompt, "/system_prompt", max_len=SYSTEM_PROMPT_MAX),
+            model_id=model_id,
+            tools=clean_tools(tools if tools is not None else ToolSettings()),
+        )
+    ]
+
+
+def change_title(state: ConversationState, title: str | None, *, generated: bool = False) -> list[Event]:
+    """Allowed while a turn runs (the title is not part of what the turn uses)."""
+    require_writable(state, while_running=True)
+    clean = clean_title(title)
+    if clean == state.title:
+        return []
+    return [TitleChanged(conversation_id=conversation_id_of(state), title=clean, generated=generated)]
+
+
+def change_settings(
+    state: ConversationState,
+    *,
+    system_prompt: str | UnsetType | None = UNSET,
+    model_id: uuid.UUID | UnsetType | None = UNSET,
+) -> list[Event]:
+    """Change the system prompt and/or model (UNSET: keep). Rejected while a turn runs."""
+    require_writable(state)
+    changed: list[str] = []
+    prompt, model = state.system_prompt, state.model_id
+    if not isinstance(system_prompt, UnsetType):
+        check_text(system_prompt, "/system_prompt", max_len=SYSTEM_PROMPT_MAX)
+        if system_prompt != prompt:
+            changed.append("system_prompt")
+            prompt = system_prompt
+    if not isinstance(model_id, UnsetType) and model_id != model:
+        changed.append("model_id")
+        model = model_id
+    if not changed:
+        return []
+    return [
+        SettingsChanged(
+            conversation_id=conversation_id_of(state), changed=changed, system_prompt=prompt, model_id=model
+        )
+    ]
+
+
+def change_tools(state: ConversationState, tools: ToolSettings) -> list[Event]:
+    """Rejected while a turn runs: the running turn keeps the approval mode it started with."""
+    require_writable(state)
+    clean = clean_tools(tools)
+    if clean == state.tools:
+        return []
+    return [ToolSettingsChanged(conversation_id=conversation_id_of(state), tools=clean)]
+
+
+def archive(state: ConversationState) -> list[Event]:
+    require_writable(state)
+    return [ConversationArchivedEvent(conversation_id=conversation_id_of(state))]
+
+
+def restore(state: ConversationState) -> list[Event]:
+    require_exists(state)
+    if state.status != "archived":
+        raise ConversationNotArchived()
+    return [ConversationRestored(conversation_id=conversation_id_of(state))]
+
+
+def delete(state: ConversationState) -> list[Event]:
+    """Allowed on an archived conversation; rejected while a turn runs (cancel it first)."""
+    require_exists(state)
+    if state.status == "running":
+        raise ConversationBusy()
+    return [ConversationDeleted(conversation_id=conversation_id_of(state))]
+
+
+def fork(
+    source: ConversationState,
+    *,
+    conversation_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    at_message_id: uuid.UUID,
+    new_id: Callable[[], uuid.UUID],
+) -> ConversationForked:
+    """The first event of a new conversation holding ``source``'s branch up to ``at_message_id``
+    (inclusive) under fresh message ids. Allowed while the source runs, but not at the message
+    still being written."""
+    require_writable(source, while_running=True)
+    at = source.message(at_message_id)
+    if at is None:
+        raise MessageNotFound()
+    if at.status == "streaming":
+        raise MessageNotFinished()
+    assert source.tenant_id is not None
+    copied = [
+        ForkedMessage(
+            message_id=new_id(),
+            source_message_id=m.message_id,
+            role=m.role,
+            content=m.content,
+            status=m.status,
+            model_id=m.model_id,
+            usage=m.usage,
+        )
+        for m in source.messages
+        if m.position <= at.position
+    ]
+    return ConversationForked(
+        conversation_id=conversation_id,
+        tenant_id=source.tenant_id,
+        owner_id=owner_id,
+        parent_conversation_id=conversation_id_of(source),
+        forked_from_message_id=at_message_id,
+        title=source.title,
+        system_prompt=source.system_prompt,
+        model_id=source.model_id,
+        tools=source.tools,
+        messages=copied,
+    )
+
+
+# -- history --------------------------------------------------------------------------------------
+
+
+def truncation(state: ConversationState, after: MessageState | None) -> ConversationTruncated | None:
+    cut = -1 if after is None else after.position
+    removed = [m.message_id for m in state.messages if m.position > cut]
+    if not removed:
+        return None
+    return ConversationTruncated(
+        conversation_id=conversation_id_of(state),
+        after_message_id=None if after is None else after.message_id,
+        removed_message_ids=removed,
+    )
+
+
+def truncate(state: ConversationState, after_message_id: uuid.UUID | None) -> list[Event]:
+    """Drop every message after ``after_message_id`` (all of them when None) from the branch."""
+    require_writable(state)
+    after = None
+    if after_message_id is not None:
+        after = state.message(after_message_id)
+        if after is None:
+            raise MessageNotFound()
+    event = truncation(state, after)
+    return [] if event is None else [event]

@@ -1,0 +1,244 @@
+"""The conversations + messages read model, fed from the conversation streams.
+
+Idempotence: each conversation row stores the stream ``version`` it reflects and an event is applied
+only when its version is newer, so the same event applied twice (by the command that wrote it and
+again by the runner, or after a crash) changes nothing. A deleted conversation stays as a tombstone
+row (``status = 'deleted'``, content cleared) so a replayed ``created`` cannot resurrect it.
+Timestamps come from the events' ``recorded_at``, so ``liteskill projections rebuild`` reproduces
+the rows exactly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import delete, exists, func, insert, literal, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from domain.chat import events as ev
+from domain.shared.events import RecordedEvent
+from infra.db.tables.chat import conversations as ct
+from infra.db.tables.chat import messages as mt
+from infra.eventstore.postgres import PostgresTransaction
+
+Conn = AsyncSession | AsyncConnection
+
+SEARCH_CHARS = 200_000
+"""Text fed to the search vector per conversation (a tsvector is limited to 1 MB)."""
+
+
+def _jsonable(value: msgspec.Struct | None) -> Any:
+    return None if value is None else msgspec.to_builtins(value)
+
+
+_SEARCH = text(
+    """
+    UPDATE conversations SET search = to_tsvector('simple'::regconfig, left(
+        coalesce(title, '') || ' ' || coalesce((
+            SELECT string_agg(content, ' ' ORDER BY position) FROM messages
+            WHERE conversation_id = :id AND in_branch
+        ), ''), :chars))
+    WHERE id = :id
+    """
+)
+
+
+async def _refresh_search(conn: Conn, conversation_id: uuid.UUID) -> None:
+    await conn.execute(_SEARCH, {"id": conversation_id, "chars": SEARCH_CHARS})
+
+
+async def _settle_status(conn: Conn, conversation_id: uuid.UUID) -> None:
+    """``active`` when the current branch has messages, else ``created`` (after truncate/restore)."""
+    has_messages = exists().where(mt.c.conversation_id == conversation_id, mt.c.in_branch.is_(True))
+    await conn.execute(
+        update(ct)
+        .where(ct.c.id == conversation_id)
+        .values(status=func.coalesce(select(literal("active")).where(has_messages).scalar_subquery(), "created"))
+    )
+
+
+async def _insert_message(conn: Conn, conversation_id: uuid.UUID, at: datetime, **values: Any) -> None:
+    await conn.execute(
+        insert(mt).values(conversation_id=conversation_id, created_at=at, updated_at=at, in_branch=True, **values)
+    )
+
+
+async def _update_message(conn: Conn, message_id: uuid.UUID, at: datetime, **values: Any) -> None:
+    await conn.execute(update(mt).where(mt.c.id == message_id).values(updated_at=at, **values))
+
+
+async def _create(conn: Conn, e: RecordedEvent) -> None:
+    p = e.payload
+    assert isinstance(p, ev.ConversationCreated | ev.ConversationForked)
+    seen = await conn.scalar(select(ct.c.version).where(ct.c.id == p.conversation_id))
+    if seen is not None:
+        return
+    copied = p.messages if isinstance(p, ev.ConversationForked) else []
+    parent = p.parent_conversation_id if isinstance(p, ev.ConversationForked) else None
+    forked_from = p.forked_from_message_id if isinstance(p, ev.ConversationForked) else None
+    await conn.execute(
+        insert(ct).values(
+            id=p.conversation_id,
+            tenant_id=p.tenant_id,
+            owner_id=p.owner_id,
+            title=p.title,
+            system_prompt=p.system_prompt,
+            model_id=p.model_id,
+            tools=_jsonable(p.tools),
+            status="active" if copied else "created",
+            parent_conversation_id=parent,
+            forked_from_message_id=forked_from,
+            last_message_at=e.recorded_at if copied else None,
+            created_at=e.recorded_at,
+            updated_at=e.recorded_at,
+            version=e.version,
+        )
+    )
+    for position, m in enumerate(copied):
+        await _insert_message(
+            conn,
+            p.conversation_id,
+            e.recorded_at,
+            id=m.message_id,
+            position=position,
+            role=m.role,
+            content=m.content,
+            status=m.status,
+            model_id=m.model_id,
+            usage=_jsonable(m.usage),
+            source_message_id=m.source_message_id,
+        )
+    await _refresh_search(conn, p.conversation_id)
+
+
+async def _apply_one(conn: Conn, e: RecordedEvent) -> None:
+    p = e.payload
+    if isinstance(p, ev.ConversationCreated | ev.ConversationForked):
+        await _create(conn, e)
+        return
+    cid: uuid.UUID = getattr(p, "conversation_id")  # noqa: B009 (every conversation event has it)
+    claimed = await conn.execute(
+        update(ct)
+        .where(ct.c.id == cid, ct.c.version < e.version)
+        .values(version=e.version, updated_at=e.recorded_at)
+        .returning(ct.c.id)
+    )
+    if claimed.first() is None:
+        return  # already applied (or the conversation's first event was never seen)
+    at = e.recorded_at
+    search = False
+    match p:
+        case ev.TitleChanged():
+            await conn.execute(update(ct).where(ct.c.id == cid).values(title=p.title))
+            search = True
+        case ev.SettingsChanged():
+            await conn.execute(
+                update(ct).where(ct.c.id == cid).values(system_prompt=p.system_prompt, model_id=p.model_id)
+            )
+        case ev.ToolSettingsChanged():
+            await conn.execute(update(ct).where(ct.c.id == cid).values(tools=_jsonable(p.tools)))
+        case ev.UserMessagePosted():
+            await _insert_message(
+                conn, cid, at, id=p.message_id, position=p.position, role="user", content=p.content, status="completed"
+            )
+            await conn.execute(update(ct).where(ct.c.id == cid).values(status="active", last_message_at=at))
+            search = True
+        case ev.AssistantMessageStarted():
+            await _insert_message(
+                conn,
+                cid,
+                at,
+                id=p.message_id,
+                position=p.position,
+                role="assistant",
+                content="",
+                status="streaming",
+                run_id=p.run_id,
+                model_id=p.model_id,
+            )
+            await conn.execute(update(ct).where(ct.c.id == cid).values(status="running", last_message_at=at))
+        case ev.AssistantMessageCheckpointed():
+            await _update_message(conn, p.message_id, at, content=p.content)
+        case ev.AssistantMessageCompleted():
+            await _update_message(
+                conn,
+                p.message_id,
+                at,
+                content=p.content,
+                status="completed",
+                usage=_jsonable(p.usage),
+                finish_reason=p.finish_reason,
+            )
+            await conn.execute(update(ct).where(ct.c.id == cid).values(status="active"))
+            search = True
+        case ev.AssistantMessageFailed():
+            await _update_message(
+                conn,
+                p.message_id,
+                at,
+                content=p.content,
+                status="failed",
+                usage=_jsonable(p.usage),
+                error={"code": p.error_code, "detail": p.error_detail},
+            )
+            await conn.execute(update(ct).where(ct.c.id == cid).values(status="active"))
+            search = True
+        case ev.AssistantMessageInterrupted():
+            await _update_message(
+                conn,
+                p.message_id,
+                at,
+                content=p.content,
+                status="interrupted",
+                usage=_jsonable(p.usage),
+                finish_reason=p.reason,
+            )
+            await conn.execute(update(ct).where(ct.c.id == cid).values(status="active"))
+            search = True
+        case ev.ConversationTruncated():
+            await conn.execute(
+                update(mt)
+                .where(mt.c.conversation_id == cid, mt.c.id.in_(p.removed_message_ids))
+                .values(in_branch=False, updated_at=at)
+            )
+            await _settle_status(conn, cid)
+            search = True
+        case ev.ConversationArchivedEvent():
+            await conn.execute(update(ct).where(ct.c.id == cid).values(status="archived"))
+        case ev.ConversationRestored():
+            await _settle_status(conn, cid)
+        case ev.ConversationDeleted():
+            await conn.execute(delete(mt).where(mt.c.conversation_id == cid))
+            await conn.execute(
+                update(ct).where(ct.c.id == cid).values(status="deleted", title=None, system_prompt=None, search=None)
+            )
+        case _:
+            pass  # tool-call events: no read model yet (only the version moves)
+    if search:
+        await _refresh_search(conn, cid)
+
+
+def _is_conversation(e: RecordedEvent) -> bool:
+    return e.stream_id.startswith(ev.STREAM_PREFIX) and isinstance(e.payload, ev.ConversationEvent)
+
+
+async def project(conn: Conn, events: Sequence[RecordedEvent]) -> None:
+    """Apply conversation events (others are skipped), in order; safe to repeat."""
+    for e in events:
+        if _is_conversation(e):
+            await _apply_one(conn, e)
+
+
+class ConversationsProjection:
+    name = "conversations"
+
+    async def apply(self, tx: PostgresTransaction, events: Sequence[RecordedEvent]) -> None:
+        await project(tx.session, events)
+
+    async def reset(self, tx: PostgresTransaction) -> None:
+        await tx.session.execute(delete(mt))
+        await tx.session.execute(delete(ct))
