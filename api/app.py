@@ -24,6 +24,7 @@ from api.auth.oidc_providers import OidcProviderController
 from api.auth.password import PasswordController
 from api.auth.principal import provide_principal
 from api.conversations.controller import ConversationAclController, ConversationController
+from api.conversations.turns import ConversationTurnController
 from api.errors import ApiError, exception_handlers
 from api.invitations.controller import InvitationController
 from api.mcp_servers.controller import McpServerAclController, McpServerController
@@ -129,6 +130,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             RunController,
             ConversationController,
             ConversationAclController,
+            ConversationTurnController,
         ],
     )
 

@@ -129,6 +129,30 @@ def _resume_position(after: int | None, last_event_id: str | None) -> int:
     return after or 0
 
 
+async def sse_response(services: Services, run_id: uuid.UUID, position: int = 0, *, finished: bool) -> Stream:
+    """The run's events after ``position`` as a server-sent event stream (replay, then live, until
+    the terminal event); 410 ``stream_expired`` when that position is no longer retained."""
+    streams = services.run_streams()
+    try:
+        await streams.check(run_id, position, finished=finished)
+    except StreamExpired:
+        raise ApiError(410, "stream_expired", StreamExpired.__doc__ or "stream expired") from None
+    frames = streams.read(run_id, position, finished=finished, idle_s=PING_INTERVAL_S)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for frame in frames:
+                yield PING if frame is None else sse_frame(frame)
+        finally:
+            await frames.aclose()
+
+    return Stream(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 class RunController(Controller):
     path = "/runs"
     tags = ["runs"]
@@ -171,25 +195,7 @@ class RunController(Controller):
         position = _resume_position(after, last_event_id)
         async with services.db.read() as session:
             run = await visible_run(session, principal, run_id, "read")
-        streams = services.run_streams()
-        try:
-            await streams.check(run_id, position, finished=run.finished)
-        except StreamExpired:
-            raise ApiError(410, "stream_expired", StreamExpired.__doc__ or "stream expired") from None
-        frames = streams.read(run_id, position, finished=run.finished, idle_s=PING_INTERVAL_S)
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                async for frame in frames:
-                    yield PING if frame is None else sse_frame(frame)
-            finally:
-                await frames.aclose()
-
-        return Stream(
-            body(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return await sse_response(services, run_id, position, finished=run.finished)
 
     @post(
         "/{run_id:str}/cancel",

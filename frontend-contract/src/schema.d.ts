@@ -1111,7 +1111,8 @@ export interface paths {
         /** List the messages of the conversation's current branch, oldest first */
         get: operations["ListConversationMessages"];
         put?: never;
-        post?: never;
+        /** Post a user message; the assistant's answer runs as a chat run (202) */
+        post: operations["PostConversationMessage"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1181,6 +1182,23 @@ export interface paths {
         put?: never;
         /** Make another user the conversation's owner (you become a manager) */
         post: operations["TransferConversationOwnership"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/conversations/{conversation_id}/messages/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Post a user message and stream the assistant's answer (SSE, the run's events) */
+        post: operations["PostConversationMessageStream"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1879,6 +1897,11 @@ export interface components {
             has_more: boolean;
             next_cursor: string | null;
         };
+        /** MessagePost */
+        MessagePost: {
+            /** @description The message's text. */
+            content: string;
+        };
         /** MessageStartedEvent */
         MessageStartedEvent: {
             seq: number;
@@ -2044,6 +2067,11 @@ export interface components {
             current_password: string;
             /** @description 12 to 128 characters. */
             new_password: string;
+        };
+        /** PostedMessage */
+        PostedMessage: {
+            message: components["schemas"]["Message"];
+            run: components["schemas"]["Run"];
         };
         /** Pricing */
         Pricing: {
@@ -8794,6 +8822,101 @@ export interface operations {
             };
         };
     };
+    PostConversationMessage: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the request safe to retry: the same key and body replay the first response for 24 h. */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The conversation's id (UUID). */
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MessagePost"];
+            };
+        };
+        responses: {
+            /** @description Request accepted, processing continues off-line */
+            202: {
+                headers: {
+                    /** @description The run's URL. */
+                    Location?: unknown;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PostedMessage"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Your role on the conversation does not allow this (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No conversation with this id (`conversation_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A turn is running (`conversation_busy`), the conversation is archived (`conversation_archived`), or the Idempotency-Key is in flight (`idempotency_in_flight`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The conversation has no model (`model_not_set`), its model cannot answer (`model_not_found`, `model_disabled`, `provider_disabled`), or the Idempotency-Key was used for another request. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Client error (problem details). */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (problem details). */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     RestoreConversation: {
         parameters: {
             query?: never;
@@ -9138,6 +9261,99 @@ export interface operations {
             };
             /** @description No conversation with this id visible to you (`conversation_not_found`), or no active user with this id in your tenant (`user_not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Client error (problem details). */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (problem details). */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    PostConversationMessageStream: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the request safe to retry: the same key and body replay the first response for 24 h. */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The conversation's id (UUID). */
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MessagePost"];
+            };
+        };
+        responses: {
+            /** @description The run's server-sent events, exactly as `GET /runs/{id}/events` sends them; the `X-Run-Id` header names the run (resume there after a disconnect). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["RunStartedEvent"] | components["schemas"]["MessageStartedEvent"] | components["schemas"]["MessageDeltaEvent"] | components["schemas"]["MessageCompletedEvent"] | components["schemas"]["ToolCallStartedEvent"] | components["schemas"]["ToolCallArgumentsDeltaEvent"] | components["schemas"]["ToolCallCompletedEvent"] | components["schemas"]["ApprovalRequestedEvent"] | components["schemas"]["ApprovalDecidedEvent"] | components["schemas"]["UsageEvent"] | components["schemas"]["StepStartedEvent"] | components["schemas"]["StepCompletedEvent"] | components["schemas"]["RunCompletedEvent"] | components["schemas"]["RunFailedEvent"] | components["schemas"]["RunCancelledEvent"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Your role on the conversation does not allow this (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No conversation with this id (`conversation_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A turn is running (`conversation_busy`), the conversation is archived (`conversation_archived`), or the Idempotency-Key is in flight (`idempotency_in_flight`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The conversation has no model (`model_not_set`), its model cannot answer (`model_not_found`, `model_disabled`, `provider_disabled`), or the Idempotency-Key was used for another request. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -126,6 +126,7 @@ class BackgroundRuntime:
 
     async def _reap_runs(self, db: Database, redis: Redis) -> None:
         """At start and every lease period: runs whose lease expired end as interrupted."""
+        import infra.chat.turn  # noqa: F401  (registers the reaper's on_interrupted("chat") hook)
         from infra.runs.reaper import reap
         from infra.runs.stream import RunStreams
 

@@ -112,6 +112,8 @@ CALLS: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/conversations/{conversation_id}/archive"): None,
     ("POST", "/api/v1/conversations/{conversation_id}/restore"): None,
     ("GET", "/api/v1/conversations/{conversation_id}/messages"): None,
+    ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"content": "obey bob"},
+    ("POST", "/api/v1/conversations/{conversation_id}/messages/stream"): {"content": "obey bob"},
     ("GET", "/api/v1/conversations/{conversation_id}/events"): None,
     ("GET", "/api/v1/conversations/{conversation_id}/acl"): None,
     ("POST", "/api/v1/conversations/{conversation_id}/acl"): "grant-self",
