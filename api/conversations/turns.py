@@ -14,6 +14,7 @@ stream directly.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -37,8 +38,9 @@ from api.runs.openapi import RunEventFrame
 from api.runs.schemas import Run
 from api.services import Services
 from domain.chat import turns
-from domain.chat.conversation import CONTENT_MAX
+from domain.chat.conversation import CONTENT_MAX, ConversationState
 from domain.chat.errors import ConversationNotFound
+from domain.shared.events import Event
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal
 from infra.access import acl
@@ -80,31 +82,34 @@ _RESPONSES = {
 }
 
 
-async def _post(
+Decide = Callable[[ConversationState, uuid.UUID], Sequence[Event]]
+"""A turn-starting decision: the conversation's state and the new run's id -> the events to append."""
+
+
+async def start_turn(
     request: Request[Any, Any, Any],
     services: Services,
     principal: Principal,
     conversation_id: uuid.UUID,
-    data: MessagePost,
+    decide: Decide,
+    *,
+    message_id: uuid.UUID,
+    assistant_id: uuid.UUID,
 ) -> PostedMessage:
+    """Start an assistant turn the way every chat route does: in one write transaction check the
+    caller's editor role, ``decide`` (first with a placeholder run id, so rejections come before
+    anything is resolved or stored), resolve the conversation's model, insert the queued run, append
+    the events; after commit start ``TurnWork`` answering with message ``assistant_id``. Answers
+    message ``message_id`` (read back from the read model) and the run."""
     meta = event_metadata(request, principal)
-    message_id, assistant_id = new_id(), new_id()
     async with services.db.write() as session:
         await acl.require(session, principal, ENTITY, conversation_id, "update", ConversationNotFound)
         loaded = await commands.load_conversation(session, conversation_id)
         if loaded.state.status in ("none", "deleted"):
             raise ConversationNotFound()
-        placeholder = new_id()
-        _decide(
-            lambda: turns.post_message(
-                loaded.state,
-                message_id=message_id,
-                content=data.content,
-                run_id=placeholder,
-                assistant_message_id=assistant_id,
-            )
-        )
-        model_id = loaded.state.model_id
+        state = loaded.state
+        _decide(lambda: decide(state, new_id()))
+        model_id = state.model_id
         if model_id is None:
             raise ApiError(422, "model_not_set", "The conversation has no model: set its model_id first.")
         model, info = await services.llm_registry().chat_model(session, principal, model_id)
@@ -115,10 +120,7 @@ async def _post(
             conversation_id=conversation_id,
             created_by=principal.user_id,
         )
-        events = turns.post_message(
-            loaded.state, message_id=message_id, content=data.content, run_id=run_id, assistant_message_id=assistant_id
-        )
-        await commands.append(session, conversation_id, loaded, events, meta)
+        await commands.append(session, conversation_id, loaded, decide(state, run_id), meta)
         row = (await session.execute(select(mt).where(mt.c.id == message_id))).one()
         run = await rr.load_run(session, run_id)
         assert run is not None
@@ -134,6 +136,27 @@ async def _post(
     )
     services.runs().start(run_id, work)
     return PostedMessage(message=_message(row), run=to_schema(run))
+
+
+async def _post(
+    request: Request[Any, Any, Any],
+    services: Services,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    data: MessagePost,
+) -> PostedMessage:
+    message_id, assistant_id = new_id(), new_id()
+    return await start_turn(
+        request,
+        services,
+        principal,
+        conversation_id,
+        lambda state, run_id: turns.post_message(
+            state, message_id=message_id, content=data.content, run_id=run_id, assistant_message_id=assistant_id
+        ),
+        message_id=message_id,
+        assistant_id=assistant_id,
+    )
 
 
 class ConversationTurnController(Controller):

@@ -115,6 +115,14 @@ CALLS: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"content": "obey bob"},
     ("POST", "/api/v1/conversations/{conversation_id}/messages/stream"): {"content": "obey bob"},
     ("GET", "/api/v1/conversations/{conversation_id}/events"): None,
+    ("POST", "/api/v1/conversations/{conversation_id}/messages/{message_id}/edit"): Walk(
+        {"content": "obey bob"}, ids=(("message_id", "conversation_id"),)
+    ),
+    ("POST", "/api/v1/conversations/{conversation_id}/messages/{message_id}/regenerate"): Walk(
+        ids=(("message_id", "conversation_id"),)
+    ),
+    ("POST", "/api/v1/conversations/{conversation_id}/fork"): "fork-at-self",
+    ("GET", "/api/v1/conversations/{conversation_id}/forks"): None,
     ("GET", "/api/v1/conversations/{conversation_id}/acl"): None,
     ("POST", "/api/v1/conversations/{conversation_id}/acl"): "grant-self",
     ("POST", "/api/v1/conversations/{conversation_id}/acl/transfer"): "transfer-to-self",
@@ -307,6 +315,8 @@ async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: htt
             body = {"user_id": bob.id}
         elif body == "join-self":
             body = {"user_id": bob.id, "role": "manager"}
+        elif body == "fork-at-self":
+            body = {"at_message_id": ids["conversation_id"]}
         resp = await client.request(method, url, json=body, headers=intruder.headers)
         assert resp.status_code == walk.status, f"{method} {template} answered {resp.status_code}: {resp.text}"
         assert resp.headers["content-type"].startswith(PROBLEM)
