@@ -26,6 +26,7 @@ from api.auth.principal import provide_principal
 from api.conversations.branching import ConversationBranchController
 from api.conversations.controller import ConversationAclController, ConversationController
 from api.conversations.turns import ConversationTurnController
+from api.conversations.usage import ConversationUsageController
 from api.errors import ApiError, exception_handlers
 from api.invitations.controller import InvitationController
 from api.mcp_servers.controller import McpServerAclController, McpServerController
@@ -133,6 +134,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             ConversationAclController,
             ConversationTurnController,
             ConversationBranchController,
+            ConversationUsageController,
         ],
     )
 

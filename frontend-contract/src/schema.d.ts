@@ -1287,6 +1287,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/conversations/{conversation_id}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Summarise the conversation's token usage and cost, in total and per model
+         * @description Every call made for the conversation, whoever made it (the tenant's own ledger only).
+         */
+        get: operations["GetConversationUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1585,6 +1605,19 @@ export interface components {
             system_prompt?: string | null;
             model_id?: string;
             tools?: components["schemas"]["ConversationTools"];
+        };
+        /** ConversationUsage */
+        ConversationUsage: {
+            /**
+             * @default conversation_usage
+             * @constant
+             */
+            object: "conversation_usage";
+            /** Format: uuid */
+            conversation_id: string;
+            currency: string | null;
+            totals: components["schemas"]["UsageTotals"];
+            models: components["schemas"]["UsageGroup"][];
         };
         /** CreatedApiKey */
         CreatedApiKey: {
@@ -9793,6 +9826,65 @@ export interface operations {
             };
             /** @description The conversation has no model (`model_not_set`), its model cannot answer (`model_not_found`, `model_disabled`, `provider_disabled`), or the Idempotency-Key was used for another request. */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Client error (problem details). */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (problem details). */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    GetConversationUsage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The conversation's id (UUID). */
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationUsage"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No conversation with this id (`conversation_not_found`). */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

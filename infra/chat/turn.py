@@ -8,6 +8,11 @@ failed turns left out), streams the metered model and publishes ``message.starte
 ``message.delta`` per text delta (Redis only), ``usage`` and ``message.completed``; the runner adds
 ``run.started`` and the one terminal event.
 
+After the first assistant message of a conversation without a title completes, the same model is
+asked (non-streaming: its stream folded) for a short title, recorded as a generated
+``TitleChanged`` (metered with purpose ``title``) before the run ends; a failure is logged and
+ignored, and a title the user set (before or meanwhile) is never overwritten.
+
 The conversation hears about the turn at most every ``CHECKPOINT_EVERY_S`` (the text so far) and
 once at its end, always *before* the run's terminal event, so a client that saw the terminal event
 reads the final message: completed; failed with the provider failure's problem code (e.g.
@@ -30,14 +35,14 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.chat import turns
-from domain.chat.conversation import ConversationState, MessageState
+from domain.chat.conversation import ConversationState, MessageState, change_title
 from domain.chat.events import TokenUsage
 from domain.llm.messages import AssistantMessage, ChatRequest, Message, SystemMessage, UserMessage
 from domain.llm.ports import ChatModel
 from domain.llm.pricing import cost, pricing_from
-from domain.llm.stream import Failed, Finished, TextDelta
+from domain.llm.stream import Failed, Finished, StreamEvent, TextDelta, fold
 from domain.llm.stream import Usage as TokenCount
-from domain.llm.usage import UsageContext
+from domain.llm.usage import Purpose, UsageContext
 from domain.runs.events import MessageCompleted, MessageDelta, MessageStarted, RunProblem, Usage, problem
 from domain.shared.errors import ConcurrencyConflict
 from domain.shared.events import Event, EventMetadata
@@ -61,6 +66,15 @@ MESSAGE_OVERHEAD_TOKENS = 4
 """Tokens a message costs beyond its text (role and separators)."""
 
 RECORD_ATTEMPTS = 3
+
+TITLE_MAX_CHARS = 80
+TITLE_TIMEOUT_S = 30.0
+TITLE_MAX_TOKENS = 32
+TITLE_PROMPT = (
+    "Write a short title (at most six words) for the conversation below."
+    " Answer with the title only, without quotes or punctuation at the end."
+)
+_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
 
 DEFAULT_OUTPUT_RESERVE = 1024
 """Tokens kept free for the answer when the model does not say how long its answers may be."""
@@ -122,6 +136,25 @@ def build_context(
             elif m.role == "assistant":
                 out.append(AssistantMessage(content=m.content))
     return out
+
+
+def generated_title(text: str) -> str | None:
+    """The model's answer made a title: its first non-blank line, surrounding quotes stripped, at
+    most ``TITLE_MAX_CHARS`` characters; None when nothing is left."""
+    line = next((part for part in text.splitlines() if part.strip()), "")
+    title = line.strip().strip(_QUOTES).strip()
+    if len(title) > TITLE_MAX_CHARS:
+        title = title[:TITLE_MAX_CHARS].rstrip()
+    return title or None
+
+
+def wants_title(state: ConversationState, message_id: uuid.UUID) -> bool:
+    """True when ``message_id`` answers the first exchange of a conversation without a title."""
+    if state.title is not None:
+        return False
+    return not any(
+        m.role == "assistant" and m.status == "completed" and m.message_id != message_id for m in state.messages
+    )
 
 
 def failure_problem(failure: Failed) -> RunProblem:
@@ -201,18 +234,7 @@ class TurnWork:
                 ),
                 max_tokens=self.info.max_output_tokens,
             )
-            context = UsageContext(
-                tenant_id=self.principal.tenant_id,
-                user_id=self.principal.user_id,
-                api_key_id=self.principal.api_key_id,
-                provider_id=self.info.provider_id,
-                model_id=self.info.id,
-                model_name=self.info.name,
-                purpose="chat",
-                conversation_id=self.conversation_id,
-                run_id=ctx.run_id,
-                pricing=pricing,
-            )
+            context = self._usage_context(ctx, "chat")
             metered = MeteredChatModel(self.model, self.usage_sink, context)
             await ctx.publish(MessageStarted(message_id=self.message_id))
             failure: Failed | None = None
@@ -293,6 +315,56 @@ class TurnWork:
             )
         )
         await ctx.publish(MessageCompleted(message_id=self.message_id, stop_reason=stop_reason))
+        if wants_title(state, self.message_id):
+            await self._title(ctx, state, content)
+
+    def _usage_context(self, ctx: RunContext, purpose: Purpose) -> UsageContext:
+        return UsageContext(
+            tenant_id=self.principal.tenant_id,
+            user_id=self.principal.user_id,
+            api_key_id=self.principal.api_key_id,
+            provider_id=self.info.provider_id,
+            model_id=self.info.id,
+            model_name=self.info.name,
+            purpose=purpose,
+            conversation_id=self.conversation_id,
+            run_id=ctx.run_id,
+            pricing=pricing_from(self.info.pricing),
+        )
+
+    async def _title(self, ctx: RunContext, state: ConversationState, answer: str) -> None:
+        """Ask the model for the conversation's title after its first exchange; best effort."""
+        question = ""
+        for m in state.messages:
+            if m.message_id == self.message_id:
+                break
+            if m.role == "user":
+                question = m.content
+        request = ChatRequest(
+            model=self.info.upstream_id,
+            messages=[
+                SystemMessage(content=TITLE_PROMPT),
+                UserMessage.text(f"User: {question}\n\nAssistant: {answer}"),
+            ],
+            max_tokens=TITLE_MAX_TOKENS,
+        )
+        metered = MeteredChatModel(self.model, self.usage_sink, self._usage_context(ctx, "title"))
+        try:
+            async with asyncio.timeout(TITLE_TIMEOUT_S):
+                events: list[StreamEvent] = [event async for event in metered.stream(request)]
+            done = fold(events)
+            if done.error is not None:
+                raise RuntimeError(f"{done.error.kind}: {done.error.message}")
+            title = generated_title(done.text)
+            if title is None:
+                return
+            await self._record(
+                lambda s: change_title(s, title, generated=True) if s.title is None and s.status != "archived" else []
+            )
+        except Exception:
+            log.warning(
+                "could not title the conversation", extra={"conversation_id": str(self.conversation_id)}, exc_info=True
+            )
 
     async def _checkpoint(self, ctx: RunContext, so_far: str) -> None:
         """Keep the text so far in the conversation (what survives a crash); best effort."""

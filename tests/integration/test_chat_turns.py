@@ -155,7 +155,8 @@ async def test_a_turn_streams_the_answer_and_stores_both_messages(
 ) -> None:
     openai_fake.reset()
     model = await model_of(http, ada, openai_fake.base_url, "text")
-    cid = await conversation_of(http, ada, model, system_prompt="Be brief.")
+    # Titled, so the turn makes no title call (test_chat_titles covers those).
+    cid = await conversation_of(http, ada, model, system_prompt="Be brief.", title="Greeting")
     posted = await post(http, ada, cid, "Say hello")
     assert posted["message"]["role"] == "user"
     assert posted["message"]["content"] == "Say hello"
@@ -266,7 +267,7 @@ async def test_a_provider_429_fails_the_turn_and_the_conversation_stays_usable(
     http: httpx.AsyncClient, ada: User, openai_fake: FakeOpenAIServer
 ) -> None:
     limited = await model_of(http, ada, openai_fake.base_url, "rate_limited")
-    cid = await conversation_of(http, ada, limited)
+    cid = await conversation_of(http, ada, limited, title="Rate limits")
     run_id = (await post(http, ada, cid, "hello?"))["run"]["id"]
     frames = await events_of(http, ada, run_id)
     assert check_stream(frames, "run.failed") == ""

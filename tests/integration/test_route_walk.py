@@ -123,6 +123,7 @@ CALLS: dict[tuple[str, str], Any] = {
     ),
     ("POST", "/api/v1/conversations/{conversation_id}/fork"): "fork-at-self",
     ("GET", "/api/v1/conversations/{conversation_id}/forks"): None,
+    ("GET", "/api/v1/conversations/{conversation_id}/usage"): None,
     ("GET", "/api/v1/conversations/{conversation_id}/acl"): None,
     ("POST", "/api/v1/conversations/{conversation_id}/acl"): "grant-self",
     ("POST", "/api/v1/conversations/{conversation_id}/acl/transfer"): "transfer-to-self",
