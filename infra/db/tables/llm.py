@@ -106,4 +106,5 @@ usage_records = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Index("ix_usage_records_tenant_id_created_at", "tenant_id", "created_at"),
     Index("ix_usage_records_tenant_id_user_id_created_at", "tenant_id", "user_id", "created_at"),
+    Index("ix_usage_records_conversation_id", "conversation_id"),  # a conversation's usage
 )
