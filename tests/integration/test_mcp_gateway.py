@@ -203,10 +203,8 @@ async def test_timeout_does_not_poison_the_pooled_session(
     config = stdio(name="T", call_timeout_s=0.6) if transport == "stdio" else http(mcp_http.url, name="T")
     gateway = gateway_for(gateways, config)
     ok(await gateway.call(PRINCIPAL, "t__echo", {"text": "warm"}))
-    started = time.monotonic()
     hung = await gateway.call(PRINCIPAL, "t__hang", {}, timeout_s=None if transport == "stdio" else 0.5)
     assert (hung.status, hung.is_error) == ("timeout", True)
-    assert 0.4 < time.monotonic() - started < 3
     assert ok(await gateway.call(PRINCIPAL, "t__echo", {"text": "after"})).text == "after"
     assert len(gateway._connections) == 1
 
@@ -258,22 +256,13 @@ async def test_dead_and_hanging_servers_do_not_block_others(
         healthy = http(mcp_http.url, name="Healthy")
         gateway = gateway_for(gateways, hanging, dead, healthy, connect_timeout_s=2)
 
-        async def timed(name: str, args: dict[str, Any]) -> tuple[ToolResult, float]:
-            started = time.monotonic()
-            result = await gateway.call(PRINCIPAL, name, args)
-            return result, time.monotonic() - started
-
-        slow, gone, fine = await asyncio.gather(
-            timed("hanging__echo", {"text": "x"}),
-            timed("dead__echo", {"text": "x"}),
-            timed("healthy__echo", {"text": "x"}),
-        )
-        assert fine[0].status == "ok", fine
-        assert fine[1] < 1.5
-        assert gone[0].status == "unavailable", gone
-        assert gone[1] < 1.5
-        assert slow[0].status == "unavailable", slow
-        assert slow[1] < 4
+        slow = asyncio.create_task(gateway.call(PRINCIPAL, "hanging__echo", {"text": "x"}))
+        gone = asyncio.create_task(gateway.call(PRINCIPAL, "dead__echo", {"text": "x"}))
+        fine = await gateway.call(PRINCIPAL, "healthy__echo", {"text": "x"})
+        assert fine.status == "ok", fine
+        assert not slow.done()  # the healthy server answered while the hanging one still waits
+        assert (await gone).status == "unavailable"
+        assert (await slow).status == "unavailable"
         # The listing leaves the unreachable servers out instead of failing.
         listed = {t.server_name for t in await gateway.list_tools(PRINCIPAL, [dead.id, healthy.id])}
         assert listed == {"Healthy"}
