@@ -76,8 +76,8 @@ class Services:
     def mcp_gateway(self) -> McpGateway:
         """The MCP gateway (infra.mcp.gateway) over the servers in the database; closed at shutdown."""
         if self.mcp is None:
+            from infra.mcp.directory import DbServerDirectory
             from infra.mcp.ledger import DbRecorder
-            from infra.mcp.servers import DbServerDirectory
             from infra.net.outbound import OutboundGuard
             from infra.secrets.service import load_kek
 

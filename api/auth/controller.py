@@ -34,8 +34,9 @@ from api.ratelimit import enforce
 from api.services import Services
 from domain.shared.principal import Principal
 from infra.db.tables.identity import users
-from infra.identity.accounts import DEFAULT_TENANT_SLUG, Account, Accounts, Tokens, live_sessions
+from infra.identity.accounts import DEFAULT_TENANT_SLUG, Account, Accounts, Tokens
 from infra.identity.invitations import InvitationUnusable
+from infra.identity.sessions import live_sessions
 
 
 def _user(account: Account) -> User:

@@ -32,8 +32,8 @@ from domain.shared import scopes
 from domain.shared.errors import Unauthenticated
 from domain.shared.principal import Principal
 from infra.identity import api_keys
-from infra.identity.accounts import resolve
 from infra.identity.auth_cache import token_key
+from infra.identity.sessions import resolve
 
 
 def unauthenticated(detail: str = "Sign in to use this route.") -> ApiError:

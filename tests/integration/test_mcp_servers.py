@@ -21,7 +21,7 @@ from api.services import Services
 from domain.shared.principal import Principal
 from infra.db.engine import Database
 from infra.identity.passwords import PasswordHasher
-from infra.mcp.servers import DbServerDirectory
+from infra.mcp.directory import DbServerDirectory
 from infra.secrets.service import load_kek
 from infra.settings import Settings
 from tests.fakes.mcp_server import running_mcp_http_server
