@@ -15,7 +15,8 @@ from typing import Any
 
 from domain.llm.ports import EmbeddingModel, Embeddings, Ranked, Reranker, Reranking
 from domain.llm.stream import Failed, ProviderError, Usage
-from infra.llm.bedrock_chat import BedrockAccount, BedrockClients, failure_for_exception
+from infra.llm.bedrock_chat import BedrockAccount, BedrockClients
+from infra.llm.bedrock_errors import failure_for_exception
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
