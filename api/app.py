@@ -25,6 +25,7 @@ from api.auth.password import PasswordController
 from api.auth.principal import provide_principal
 from api.conversations.branching import ConversationBranchController
 from api.conversations.controller import ConversationAclController, ConversationController
+from api.conversations.history import ConversationHistoryController
 from api.conversations.turns import ConversationTurnController
 from api.conversations.usage import ConversationUsageController
 from api.errors import ApiError, exception_handlers
@@ -131,6 +132,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             McpServerAclController,
             RunController,
             ConversationController,
+            ConversationHistoryController,
             ConversationAclController,
             ConversationTurnController,
             ConversationBranchController,

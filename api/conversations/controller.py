@@ -29,14 +29,11 @@ from api.context import event_metadata, mark_unchanged
 from api.conversations.schemas import (
     Conversation,
     ConversationCreate,
-    ConversationEvent,
-    ConversationEventList,
     ConversationList,
     ConversationTools,
     ConversationUpdate,
     Message,
     MessageError,
-    MessageList,
     MessageUsage,
 )
 from api.errors import ApiError
@@ -48,17 +45,15 @@ from api.prompts.controller import caller_scope
 from api.services import Services
 from domain.chat import conversation as agg
 from domain.chat.errors import ConversationNotFound, InvalidConversation
-from domain.chat.events import ToolSettings, stream_id
+from domain.chat.events import ToolSettings
 from domain.shared.events import Event
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal
 from infra.access import acl
 from infra.chat import commands
 from infra.db.tables.chat import conversations as ct
-from infra.db.tables.chat import messages as mt
 from infra.db.tables.llm import models
 from infra.db.tables.mcp import mcp_servers
-from infra.eventstore.postgres import PostgresEventStore
 from infra.llm import tenant_settings
 from infra.mcp.servers import ENTITY as MCP_ENTITY
 
@@ -460,75 +455,6 @@ class ConversationController(Controller):
                 check_if_match(if_match, loaded.version)
             await commands.append(session, conversation_id, loaded, agg.delete(loaded.state), meta)
             await acl.remove_all(session, ENTITY, conversation_id)
-
-    @get(
-        "/{conversation_id:str}/messages",
-        operation_id="ListConversationMessages",
-        summary="List the messages of the conversation's current branch, oldest first",
-        responses=_NOT_FOUND,
-    )
-    async def list_messages(
-        self,
-        request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
-        principal: NamedDependency[Principal],
-        conversation_id: ConversationId,
-        limit: LimitParam = 20,
-        cursor: CursorParam = None,
-    ) -> Response[MessageList]:
-        query = (
-            select(mt)
-            .where(mt.c.conversation_id == conversation_id, mt.c.in_branch.is_(True))
-            .order_by(mt.c.position)
-            .limit(limit + 1)
-        )
-        if cursor is not None:
-            query = query.where(mt.c.position > decode_cursor(cursor, PositionCursor).position)
-        async with services.db.read() as session:
-            await acl.require(session, principal, ENTITY, conversation_id, "read", ConversationNotFound)
-            await _row(session, conversation_id)
-            rows = (await session.execute(query)).all()
-        page, has_more, next_cursor = paginate(rows, limit, lambda r: PositionCursor(r.position))
-        body = MessageList(data=[_message(r) for r in page], has_more=has_more, next_cursor=next_cursor)
-        return page_response(body, request, limit, services.settings.http.public_url)
-
-    @get(
-        "/{conversation_id:str}/events",
-        operation_id="ListConversationEvents",
-        summary="List the conversation's domain events (its history), oldest first",
-        responses=_NOT_FOUND,
-    )
-    async def list_events(
-        self,
-        request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
-        principal: NamedDependency[Principal],
-        conversation_id: ConversationId,
-        limit: LimitParam = 20,
-        cursor: CursorParam = None,
-    ) -> Response[ConversationEventList]:
-        after = 0 if cursor is None else decode_cursor(cursor, VersionCursor).version
-        async with services.db.read() as session:
-            await acl.require(session, principal, ENTITY, conversation_id, "read", ConversationNotFound)
-            await _row(session, conversation_id)
-            recorded = await PostgresEventStore(session).read_stream(
-                stream_id(conversation_id), from_version=max(after, 0) + 1, limit=limit + 1
-            )
-        page, has_more, next_cursor = paginate(recorded, limit, lambda e: VersionCursor(e.version))
-        data = [
-            ConversationEvent(
-                id=e.event_id,
-                type=e.type_id,
-                version=e.version,
-                actor=e.metadata.actor,
-                request_id=e.metadata.request_id,
-                data=msgspec.to_builtins(e.payload),
-                created_at=e.recorded_at,
-            )
-            for e in page
-        ]
-        body = ConversationEventList(data=data, has_more=has_more, next_cursor=next_cursor)
-        return page_response(body, request, limit, services.settings.http.public_url)
 
 
 ConversationAclController = acl_controller(
