@@ -23,8 +23,10 @@ from tests.fakes.chat_scenarios import SCENARIOS, comparable, expected
 from tests.fakes.openai_server import running_openai_server
 
 # No retries, so failures surface as they are. Only the stall scenario relies on the idle limit;
-# every other scenario gets a patient one so a busy machine cannot turn it into a timeout.
-STALL = StreamPolicy(max_retries=0, idle_timeout_s=0.5)
+# every other scenario gets a patient one so a busy machine cannot turn it into a timeout. The idle
+# limit also covers the wait for the first event, so even the stall limit leaves a loaded 2-core
+# machine seconds to produce it (0.5 s once lost the first delta of the Bedrock stall in CI).
+STALL = StreamPolicy(max_retries=0, idle_timeout_s=3)
 PATIENT = StreamPolicy(max_retries=0, idle_timeout_s=30)
 
 Factory = Callable[[StreamPolicy], ChatModel]
