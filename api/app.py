@@ -35,6 +35,7 @@ from api.models.controller import ModelAclController, ModelController
 from api.openapi import openapi_config
 from api.prompts.controller import PromptController
 from api.providers.controller import ProviderAclController, ProviderController
+from api.runs.approvals import RunApprovalController
 from api.runs.controller import RunController
 from api.services import Services
 from api.system.controller import SystemController
@@ -131,6 +132,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             McpServerController,
             McpServerAclController,
             RunController,
+            RunApprovalController,
             ConversationController,
             ConversationHistoryController,
             ConversationAclController,

@@ -129,6 +129,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """LITESKILL_RUN_RETENTION_S: how long a finished run's event stream stays replayable (then 410 stream_expired)."""
     run_lease_s: float = 30.0
     """LITESKILL_RUN_LEASE_S: lease of a running run; renewed every third of it, reaped as interrupted once expired."""
+    chat_max_tool_rounds: int = 10
+    """LITESKILL_CHAT_MAX_TOOL_ROUNDS: model rounds of tool calls one chat turn may run before it is ended."""
+    approval_timeout_s: float = 600.0
+    """LITESKILL_APPROVAL_TIMEOUT_S: how long a tool call waits for a manual approval before it is denied."""
     master_key: SecretStr | None = None
     """LITESKILL_MASTER_KEY: base64 of the 32-byte key-encryption key for stored secrets."""
     master_key_file: Path | None = None
@@ -224,6 +228,8 @@ def _validate(settings: Settings) -> None:
         (0 <= settings.auth_cache_ttl_s <= 300, "LITESKILL_AUTH_CACHE_TTL_S must be between 0 and 300"),
         (settings.run_retention_s >= 1, "LITESKILL_RUN_RETENTION_S must be at least 1"),
         (0.3 <= settings.run_lease_s <= 3600, "LITESKILL_RUN_LEASE_S must be between 0.3 and 3600"),
+        (0 <= settings.chat_max_tool_rounds <= 100, "LITESKILL_CHAT_MAX_TOOL_ROUNDS must be between 0 and 100"),
+        (0.1 <= settings.approval_timeout_s <= 86_400, "LITESKILL_APPROVAL_TIMEOUT_S must be between 0.1 and 86400"),
     ]
     url = settings.database.url
     if url is not None and not url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):

@@ -34,6 +34,7 @@ from api.conversations.schemas import (
     ConversationUpdate,
     Message,
     MessageError,
+    MessageToolCall,
     MessageUsage,
 )
 from api.errors import ApiError
@@ -127,6 +128,7 @@ def _message(row: Row[Any]) -> Message:
         finish_reason=row.finish_reason,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        tool_calls=msgspec.convert(row.tool_calls or [], list[MessageToolCall]),
     )
 
 

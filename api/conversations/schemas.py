@@ -81,6 +81,25 @@ class MessageError(msgspec.Struct, kw_only=True):
     detail: str | None = None
 
 
+class MessageToolCall(msgspec.Struct, kw_only=True):
+    """A tool call an assistant message made. ``offset``: characters of the message's ``content``
+    written before the call (show the call there). ``status``: ``requested`` (running),
+    ``awaiting_approval`` (see ``approval_id``), ``approved``, ``denied`` (``result`` holds the
+    refusal the model saw, ``decided_by`` who denied), ``completed``."""
+
+    tool_call_id: str
+    name: str
+    arguments: dict[str, Any]
+    status: str
+    offset: int = 0
+    approval: str = "auto"
+    approval_id: uuid.UUID | None = None
+    result: str | None = None
+    is_error: bool = False
+    decided_by: str | None = None
+    reason: str | None = None
+
+
 class Message(msgspec.Struct, kw_only=True):
     """A message of the current branch. ``status``: ``streaming``, ``completed``, ``failed``,
     ``interrupted`` (cancelled or cut off; ``content`` keeps the partial text)."""
@@ -99,6 +118,7 @@ class Message(msgspec.Struct, kw_only=True):
     finish_reason: str | None
     created_at: datetime
     updated_at: datetime
+    tool_calls: list[MessageToolCall] = msgspec.field(default_factory=list)
 
 
 class MessageList(Page[Message], kw_only=True):

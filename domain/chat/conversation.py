@@ -50,7 +50,9 @@ from domain.chat.events import (
     ToolCallApproved,
     ToolCallCompleted,
     ToolCallDenied,
+    ToolCallRecord,
     ToolCallRequested,
+    ToolCallStatus,
     ToolSettings,
     ToolSettingsChanged,
     UserMessagePosted,
@@ -59,7 +61,6 @@ from domain.shared.aggregate import Aggregate
 from domain.shared.events import Event
 
 Status = Literal["none", "created", "active", "running", "archived", "deleted"]
-ToolCallStatus = Literal["requested", "awaiting_approval", "approved", "denied", "completed"]
 InterruptReason = Literal["cancelled", "lease_expired"]
 
 TITLE_MAX = 200
@@ -78,13 +79,18 @@ class MessageState(msgspec.Struct, frozen=True, kw_only=True):
     run_id: uuid.UUID | None = None
     model_id: uuid.UUID | None = None
     usage: TokenUsage | None = None
+    tool_calls: list[ToolCallRecord] = msgspec.field(default_factory=list)
+    """The tool calls the message made, in order (kept when the turn ends)."""
 
 
-class ToolCallState(msgspec.Struct, frozen=True, kw_only=True):
-    tool_call_id: str
+class ToolCallState(ToolCallRecord, frozen=True, kw_only=True):
+    """A tool call of the running turn: its record and the message making it."""
+
     message_id: uuid.UUID
-    name: str
-    status: ToolCallStatus
+
+
+def as_record(call: ToolCallState) -> ToolCallRecord:
+    return ToolCallRecord(**{f: getattr(call, f) for f in ToolCallRecord.__struct_fields__})
 
 
 class ConversationState(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,8 +133,15 @@ def _end_turn(
     content: str,
     usage: TokenUsage | None,
 ) -> ConversationState:
+    calls = [as_record(c) for c in state.tool_calls.values() if c.message_id == message_id]
     messages = [
-        msgspec.structs.replace(m, status=status, content=content, usage=usage if usage is not None else m.usage)
+        msgspec.structs.replace(
+            m,
+            status=status,
+            content=content,
+            usage=usage if usage is not None else m.usage,
+            tool_calls=calls or m.tool_calls,
+        )
         if m.message_id == message_id
         else m
         for m in state.messages
@@ -143,11 +156,13 @@ def _end_turn(
     )
 
 
-def _set_tool_call(state: ConversationState, tool_call_id: str, status: ToolCallStatus) -> ConversationState:
+def _set_tool_call(
+    state: ConversationState, tool_call_id: str, status: ToolCallStatus, **changes: object
+) -> ConversationState:
     calls = dict(state.tool_calls)
     current = calls.get(tool_call_id)
     if current is not None:
-        calls[tool_call_id] = msgspec.structs.replace(current, status=status)
+        calls[tool_call_id] = msgspec.structs.replace(current, status=status, **changes)
     return msgspec.structs.replace(state, tool_calls=calls)
 
 
@@ -176,6 +191,7 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
                     status=m.status,
                     model_id=m.model_id,
                     usage=m.usage,
+                    tool_calls=m.tool_calls,
                 )
                 for i, m in enumerate(event.messages)
             ]
@@ -245,14 +261,20 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
                 message_id=event.message_id,
                 name=event.name,
                 status="awaiting_approval" if event.approval == "manual" else "requested",
+                arguments=event.arguments,
+                offset=event.offset,
+                approval=event.approval,
+                approval_id=event.approval_id,
             )
             return replace(state, tool_calls=calls)
         case ToolCallApproved():
-            return _set_tool_call(state, event.tool_call_id, "approved")
+            return _set_tool_call(
+                state, event.tool_call_id, "approved", decided_by=event.decided_by, reason=event.reason
+            )
         case ToolCallDenied():
-            return _set_tool_call(state, event.tool_call_id, "denied")
+            return _set_tool_call(state, event.tool_call_id, "denied", decided_by=event.decided_by, reason=event.reason)
         case ToolCallCompleted():
-            return _set_tool_call(state, event.tool_call_id, "completed")
+            return _set_tool_call(state, event.tool_call_id, "completed", result=event.result, is_error=event.is_error)
         case ConversationTruncated():
             removed = set(event.removed_message_ids)
             messages = [m for m in state.messages if m.message_id not in removed]
@@ -453,6 +475,7 @@ def fork(
             status=m.status,
             model_id=m.model_id,
             usage=m.usage,
+            tool_calls=m.tool_calls,
         )
         for m in source.messages
         if m.position <= at.position

@@ -16,6 +16,7 @@ from domain.shared.events import Event, event_type
 Approval = Literal["auto", "manual"]
 Role = Literal["user", "assistant"]
 MessageStatus = Literal["streaming", "completed", "failed", "interrupted"]
+ToolCallStatus = Literal["requested", "awaiting_approval", "approved", "denied", "completed"]
 
 
 def stream_id(conversation_id: uuid.UUID) -> str:
@@ -40,6 +41,26 @@ class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
     cost: str | None = None
 
 
+class ToolCallRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One tool call of an assistant message, as the conversation keeps it.
+
+    ``offset``: how many characters of the message's text the model had written when it made the
+    call (calls of one model round share it), so the text and the calls interleave exactly as they
+    happened. ``result`` is the tool's output (or the refusal of a denied call)."""
+
+    tool_call_id: str
+    name: str
+    status: ToolCallStatus
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+    offset: int = 0
+    approval: Approval = "auto"
+    approval_id: uuid.UUID | None = None
+    result: str | None = None
+    is_error: bool = False
+    decided_by: str | None = None
+    reason: str | None = None
+
+
 class ForkedMessage(msgspec.Struct, frozen=True, kw_only=True):
     """A message copied into a fork, under a new id; ``source_message_id`` is the id it had."""
 
@@ -50,6 +71,7 @@ class ForkedMessage(msgspec.Struct, frozen=True, kw_only=True):
     status: MessageStatus = "completed"
     model_id: uuid.UUID | None = None
     usage: TokenUsage | None = None
+    tool_calls: list[ToolCallRecord] = msgspec.field(default_factory=list)
 
 
 @event_type("chat.conversation_created.v1")
@@ -174,6 +196,10 @@ class ToolCallRequested(Event, frozen=True, kw_only=True):
     arguments: dict[str, Any]
     approval: Approval
     """``manual``: the call waits for an approval decision before it runs."""
+    approval_id: uuid.UUID | None = None
+    """The approval resource a ``manual`` call waits on (``/runs/{run_id}/approvals/{id}``)."""
+    offset: int = 0
+    """Characters of the message's text written before the call (see ``ToolCallRecord``)."""
 
 
 @event_type("chat.tool_call_approved.v1")
@@ -182,16 +208,19 @@ class ToolCallApproved(Event, frozen=True, kw_only=True):
     tool_call_id: str
     decided_by: str
     reason: str | None = None
+    message_id: uuid.UUID | None = None
 
 
 @event_type("chat.tool_call_denied.v1")
 class ToolCallDenied(Event, frozen=True, kw_only=True):
-    """Denied by a person, or by the approval timeout (``decided_by`` = ``system``)."""
+    """Denied by a person, or by the system (``decided_by`` = ``system``: the approval timed out,
+    or the turn reached its limit of tool rounds)."""
 
     conversation_id: uuid.UUID
     tool_call_id: str
     decided_by: str
     reason: str | None = None
+    message_id: uuid.UUID | None = None
 
 
 @event_type("chat.tool_call_completed.v1")
@@ -200,6 +229,9 @@ class ToolCallCompleted(Event, frozen=True, kw_only=True):
     tool_call_id: str
     result: str
     is_error: bool = False
+    message_id: uuid.UUID | None = None
+    status: str | None = None
+    """The gateway's outcome (``ok``, ``error``, ``invalid_arguments``, ``timeout``, ...)."""
 
 
 @event_type("chat.conversation_truncated.v1")

@@ -9,8 +9,9 @@ A turn is recorded in the conversation's stream around a run (``infra.runs``):
    first and start a turn the same way; ``start_turn`` answers the branch as it is.
 2. The run's work streams the model's output into the run's Redis event log (deltas never touch
    PostgreSQL) and every few seconds decides ``checkpoint`` with the whole text so far.
-3. Tool calls: ``request_tool_call`` (approval ``manual`` waits for ``approve_tool_call`` /
-   ``deny_tool_call``, the timeout denies as ``system``), then ``complete_tool_call`` with the result.
+3. Tool calls: ``request_tool_call`` (approval ``manual`` waits on an approval id for
+   ``decide_approval`` -> ``approve_tool_call`` / ``deny_tool_call``; the timeout denies as
+   ``system``), then ``complete_tool_call`` with the result.
 4. The run's end decides exactly one of ``complete``, ``fail`` (problem code) or ``interrupt``
    (``cancelled`` by ``POST /runs/{id}/cancel``, ``lease_expired`` by the reaper's
    ``on_interrupted`` hook); ``content=None`` keeps the last checkpoint. These reports are no-ops
@@ -263,9 +264,11 @@ def request_tool_call(
     name: str,
     arguments: dict[str, Any],
     approval: Approval,
+    approval_id: uuid.UUID | None = None,
+    offset: int = 0,
 ) -> list[Event]:
-    """Record the model's call of tool ``name``; ``manual`` approval makes it wait for a decision.
-    Repeating a known ``tool_call_id`` appends nothing."""
+    """Record the model's call of tool ``name``; ``manual`` approval makes it wait for a decision
+    on approval ``approval_id``. Repeating a known ``tool_call_id`` appends nothing."""
     require_exists(state)
     if state.status == "archived":
         raise ConversationArchived()
@@ -276,6 +279,8 @@ def request_tool_call(
     if not tool_call_id or len(tool_call_id) > TOOL_NAME_MAX:
         raise InvalidConversation("/tool_call_id", "Must be 1 to 200 characters")
     check_text(name, "/name", max_len=TOOL_NAME_MAX, required=True)
+    if (approval == "manual") != (approval_id is not None):
+        raise InvalidConversation("/approval_id", "A manual approval needs an approval id, and only it")
     return [
         ToolCallRequested(
             conversation_id=conversation_id_of(state),
@@ -284,36 +289,77 @@ def request_tool_call(
             name=name,
             arguments=arguments,
             approval=approval,
+            approval_id=approval_id,
+            offset=offset,
         )
     ]
+
+
+def approval_call(state: ConversationState, approval_id: uuid.UUID) -> ToolCallState:
+    """The running turn's call waiting on (or decided by) approval ``approval_id``."""
+    require_exists(state)
+    for call in state.tool_calls.values() if state.status == "running" else ():
+        if call.approval_id == approval_id:
+            return call
+    raise ToolCallNotFound()
+
+
+def decide_approval(
+    state: ConversationState, *, approval_id: uuid.UUID, approve: bool, decided_by: str, reason: str | None = None
+) -> list[Event]:
+    """A person's (or the timeout's) decision on a pending approval; a decided one is
+    ``tool_call_not_pending``."""
+    if state.status == "archived":
+        raise ConversationArchived()
+    call = approval_call(state, approval_id)
+    decide = approve_tool_call if approve else deny_tool_call
+    return decide(state, tool_call_id=call.tool_call_id, decided_by=decided_by, reason=reason)
 
 
 def approve_tool_call(
     state: ConversationState, *, tool_call_id: str, decided_by: str, reason: str | None = None
 ) -> list[Event]:
-    if _running_call(state, tool_call_id).status != "awaiting_approval":
+    call = _running_call(state, tool_call_id)
+    if call.status != "awaiting_approval":
         raise ToolCallNotPending()
     return [
         ToolCallApproved(
-            conversation_id=conversation_id_of(state), tool_call_id=tool_call_id, decided_by=decided_by, reason=reason
+            conversation_id=conversation_id_of(state),
+            tool_call_id=tool_call_id,
+            decided_by=decided_by,
+            reason=reason,
+            message_id=call.message_id,
         )
     ]
 
 
 def deny_tool_call(
-    state: ConversationState, *, tool_call_id: str, decided_by: str, reason: str | None = None
+    state: ConversationState,
+    *,
+    tool_call_id: str,
+    decided_by: str,
+    reason: str | None = None,
+    pending_only: bool = True,
 ) -> list[Event]:
-    if _running_call(state, tool_call_id).status != "awaiting_approval":
+    """Deny a call waiting for approval; with ``pending_only=False`` (the system ending a turn at
+    its limit of tool rounds) also a call that needed none."""
+    call = _running_call(state, tool_call_id)
+    allowed = ("awaiting_approval",) if pending_only else ("awaiting_approval", "requested")
+    if call.status not in allowed:
         raise ToolCallNotPending()
     return [
         ToolCallDenied(
-            conversation_id=conversation_id_of(state), tool_call_id=tool_call_id, decided_by=decided_by, reason=reason
+            conversation_id=conversation_id_of(state),
+            tool_call_id=tool_call_id,
+            decided_by=decided_by,
+            reason=reason,
+            message_id=call.message_id,
         )
     ]
 
 
 def complete_tool_call(
-    state: ConversationState, *, tool_call_id: str, result: str, is_error: bool = False
+    state: ConversationState, *, tool_call_id: str, result: str, is_error: bool = False, status: str | None = None
 ) -> list[Event]:
     """Store a tool's result; only a call that may run (no approval needed, or approved) has one.
     Completing a completed call again appends nothing."""
@@ -324,6 +370,11 @@ def complete_tool_call(
         raise ToolCallNotPending()
     return [
         ToolCallCompleted(
-            conversation_id=conversation_id_of(state), tool_call_id=tool_call_id, result=result, is_error=is_error
+            conversation_id=conversation_id_of(state),
+            tool_call_id=tool_call_id,
+            result=result,
+            is_error=is_error,
+            message_id=call.message_id,
+            status=status,
         )
     ]

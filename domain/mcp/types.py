@@ -49,6 +49,8 @@ class ToolInfo(msgspec.Struct, frozen=True, kw_only=True):
     description: str = ""
     input_schema: dict[str, Any] = {}
     annotations: dict[str, Any] = {}
+    approval: Approval = "auto"
+    """The server's policy for this tool (its per-tool override, else the server's)."""
 
 
 class ToolResult(msgspec.Struct, frozen=True, kw_only=True):

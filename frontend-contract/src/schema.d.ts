@@ -1016,6 +1016,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/{run_id}/approvals/{approval_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Approve or deny a pending tool call; the run continues with the decision */
+        post: operations["DecideRunApproval"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/approvals": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The run's tool calls that need a person's approval (pending first, then decided) */
+        get: operations["ListRunApprovals"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/conversations/{conversation_id}/archive": {
         parameters: {
             query?: never;
@@ -1431,6 +1465,31 @@ export interface components {
             has_more: boolean;
             next_cursor: string | null;
         };
+        /** Approval */
+        Approval: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * @default approval
+             * @constant
+             */
+            object: "approval";
+            /** Format: uuid */
+            run_id: string;
+            /** Format: uuid */
+            conversation_id: string;
+            /** Format: uuid */
+            message_id: string;
+            tool_call_id: string;
+            name: string;
+            arguments: {
+                [key: string]: unknown;
+            };
+            /** @enum {string} */
+            status: "pending" | "approved" | "denied";
+            decided_by?: string | null;
+            reason?: string | null;
+        };
         /** ApprovalDecidedEvent */
         ApprovalDecidedEvent: {
             seq: number;
@@ -1445,6 +1504,24 @@ export interface components {
             reason?: string | null;
             /** @constant */
             type: "approval.decided";
+        };
+        /** ApprovalDecision */
+        ApprovalDecision: {
+            /** @enum {string} */
+            decision: "approve" | "deny";
+            /** @description Why; the model sees it on a denial. */
+            reason?: string | null;
+        };
+        /** ApprovalList */
+        ApprovalList: {
+            /**
+             * @default list
+             * @constant
+             */
+            object: "list";
+            data: components["schemas"]["Approval"][];
+            has_more: boolean;
+            next_cursor: string | null;
         };
         /** ApprovalRequestedEvent */
         ApprovalRequestedEvent: {
@@ -1977,6 +2054,7 @@ export interface components {
             created_at: string;
             /** Format: date-time */
             updated_at: string;
+            tool_calls?: components["schemas"]["MessageToolCall"][];
         };
         /** MessageCompletedEvent */
         MessageCompletedEvent: {
@@ -2043,6 +2121,25 @@ export interface components {
             role: string;
             /** @constant */
             type: "message.started";
+        };
+        /** MessageToolCall */
+        MessageToolCall: {
+            tool_call_id: string;
+            name: string;
+            arguments: {
+                [key: string]: unknown;
+            };
+            status: string;
+            /** @default 0 */
+            offset: number;
+            /** @default auto */
+            approval: string;
+            approval_id?: string | null;
+            result?: string | null;
+            /** @default false */
+            is_error: boolean;
+            decided_by?: string | null;
+            reason?: string | null;
         };
         /** MessageUsage */
         MessageUsage: {
@@ -8321,6 +8418,148 @@ export interface operations {
             };
             /** @description The requested position is no longer retained (`stream_expired`). */
             410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Client error (problem details). */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (problem details). */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    DecideRunApproval: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The run's id (UUID). */
+                run_id: string;
+                /** @description The approval's id (UUID), from `approval.requested`. */
+                approval_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ApprovalDecision"];
+            };
+        };
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Approval"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Your role on the conversation does not allow this (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No run (`run_not_found`) or approval (`approval_not_found`) with this id. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Already decided, timed out, or the run ended (`approval_decided`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Client error (problem details). */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (problem details). */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ListRunApprovals: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The run's id (UUID). */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApprovalList"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No run with this id visible to you (`run_not_found`). */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

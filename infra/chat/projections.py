@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, exists, func, insert, literal, select, text, update
+from sqlalchemy import delete, exists, func, insert, literal, select, text, type_coerce, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.chat import events as ev
@@ -71,6 +72,54 @@ async def _update_message(conn: Conn, message_id: uuid.UUID, at: datetime, **val
     await conn.execute(update(mt).where(mt.c.id == message_id).values(updated_at=at, **values))
 
 
+async def _change_call(
+    conn: Conn, cid: uuid.UUID, message_id: uuid.UUID | None, tool_call_id: str, at: datetime, **changes: Any
+) -> None:
+    """Change one stored tool call of ``message_id`` (events written before tool calls named their
+    message: the conversation's streaming message)."""
+    which = mt.c.id == message_id if message_id is not None else mt.c.status == "streaming"
+    query = select(mt.c.id, mt.c.tool_calls).where(mt.c.conversation_id == cid, which)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return
+    calls = [dict(c, **changes) if c.get("tool_call_id") == tool_call_id else c for c in row.tool_calls or []]
+    await _update_message(conn, row.id, at, tool_calls=calls)
+
+
+async def _apply_tool_call(conn: Conn, cid: uuid.UUID, p: Any, at: datetime) -> None:
+    match p:
+        case ev.ToolCallRequested():
+            record = ev.ToolCallRecord(
+                tool_call_id=p.tool_call_id,
+                name=p.name,
+                status="awaiting_approval" if p.approval == "manual" else "requested",
+                arguments=p.arguments,
+                offset=p.offset,
+                approval=p.approval,
+                approval_id=p.approval_id,
+            )
+            await conn.execute(
+                update(mt)
+                .where(mt.c.id == p.message_id)
+                .values(
+                    tool_calls=mt.c.tool_calls.op("||")(type_coerce([msgspec.to_builtins(record)], JSONB)),
+                    updated_at=at,
+                )
+            )
+        case ev.ToolCallApproved():
+            await _change_call(
+                conn, cid, p.message_id, p.tool_call_id, at, status="approved", decided_by=p.decided_by, reason=p.reason
+            )
+        case ev.ToolCallDenied():
+            await _change_call(
+                conn, cid, p.message_id, p.tool_call_id, at, status="denied", decided_by=p.decided_by, reason=p.reason
+            )
+        case ev.ToolCallCompleted():
+            await _change_call(
+                conn, cid, p.message_id, p.tool_call_id, at, status="completed", result=p.result, is_error=p.is_error
+            )
+
+
 async def _create(conn: Conn, e: RecordedEvent) -> None:
     p = e.payload
     assert isinstance(p, ev.ConversationCreated | ev.ConversationForked)
@@ -111,6 +160,7 @@ async def _create(conn: Conn, e: RecordedEvent) -> None:
             model_id=m.model_id,
             usage=_jsonable(m.usage),
             source_message_id=m.source_message_id,
+            tool_calls=[msgspec.to_builtins(c) for c in m.tool_calls],
         )
     await _refresh_search(conn, p.conversation_id)
 
@@ -216,8 +266,8 @@ async def _apply_one(conn: Conn, e: RecordedEvent) -> None:
             await conn.execute(
                 update(ct).where(ct.c.id == cid).values(status="deleted", title=None, system_prompt=None, search=None)
             )
-        case _:
-            pass  # tool-call events: no read model yet (only the version moves)
+        case ev.ToolCallRequested() | ev.ToolCallApproved() | ev.ToolCallDenied() | ev.ToolCallCompleted():
+            await _apply_tool_call(conn, cid, p, at)
     if search:
         await _refresh_search(conn, cid)
 

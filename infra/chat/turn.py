@@ -29,25 +29,42 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.chat import turns
-from domain.chat.conversation import ConversationState, MessageState, change_title
+from domain.chat.context import build_context
+from domain.chat.conversation import ConversationState, change_title
+from domain.chat.conversation import fold as chat_fold
 from domain.chat.events import TokenUsage
-from domain.llm.messages import AssistantMessage, ChatRequest, Message, SystemMessage, UserMessage
+from domain.llm.messages import AssistantMessage, ChatRequest, Message, SystemMessage, ToolCall, UserMessage
 from domain.llm.ports import ChatModel
 from domain.llm.pricing import cost, pricing_from
 from domain.llm.stream import Failed, Finished, StreamEvent, TextDelta, fold
+from domain.llm.stream import ToolCallArgumentsDelta as LlmToolCallArgumentsDelta
+from domain.llm.stream import ToolCallCompleted as LlmToolCallCompleted
+from domain.llm.stream import ToolCallStarted as LlmToolCallStarted
 from domain.llm.stream import Usage as TokenCount
 from domain.llm.usage import Purpose, UsageContext
-from domain.runs.events import MessageCompleted, MessageDelta, MessageStarted, RunProblem, Usage, problem
+from domain.mcp.ports import ToolGateway
+from domain.runs.events import (
+    MessageCompleted,
+    MessageDelta,
+    MessageStarted,
+    RunProblem,
+    ToolCallArgumentsDelta,
+    ToolCallStarted,
+    Usage,
+    problem,
+)
 from domain.shared.errors import ConcurrencyConflict
 from domain.shared.events import Event, EventMetadata
 from domain.shared.principal import Principal
 from infra.chat import commands
+from infra.chat.approvals import ApprovalSignals
+from infra.chat.tools import ToolRound, definitions, offered_tools
 from infra.db.engine import Database
 from infra.llm.metering import MeteredChatModel, UsageRecorder
 from infra.llm.registry import ModelInfo
@@ -58,12 +75,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY_S = 3.0
 """Longest time between two checkpoints of the partial text into the conversation (tests patch it)."""
-
-CHARS_PER_TOKEN = 4
-"""The simple token estimate: about four characters of text per token."""
-
-MESSAGE_OVERHEAD_TOKENS = 4
-"""Tokens a message costs beyond its text (role and separators)."""
 
 RECORD_ATTEMPTS = 3
 
@@ -76,9 +87,6 @@ TITLE_PROMPT = (
 )
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
 
-DEFAULT_OUTPUT_RESERVE = 1024
-"""Tokens kept free for the answer when the model does not say how long its answers may be."""
-
 # The HTTP status a provider failure maps to in the run's problem.
 _FAILURE_STATUS: dict[str, int] = {
     "rate_limited": 429,
@@ -87,55 +95,6 @@ _FAILURE_STATUS: dict[str, int] = {
     "context_too_long": 422,
     "bad_request": 422,
 }
-
-
-def estimate_tokens(text: str) -> int:
-    return MESSAGE_OVERHEAD_TOKENS + (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
-
-
-def _turns_of(messages: Sequence[MessageState]) -> list[list[MessageState]]:
-    """The branch cut into turns, each starting at a user message (anything before the first is one)."""
-    groups: list[list[MessageState]] = []
-    for m in messages:
-        if m.role == "user" or not groups:
-            groups.append([m])
-        else:
-            groups[-1].append(m)
-    return groups
-
-
-def build_context(
-    state: ConversationState, *, answering: uuid.UUID, context_window: int | None, max_output_tokens: int | None
-) -> list[Message]:
-    """System prompt + the branch up to the message being answered (``answering``, excluded), without
-    failed turns (their question and failed answer) and empty answers, the oldest turns dropped first
-    until the estimate fits ``context_window`` less the answer's room. The latest turn always stays."""
-    branch: list[MessageState] = []
-    for m in state.messages:
-        if m.message_id == answering:
-            break
-        branch.append(m)
-    kept: list[list[MessageState]] = []
-    for group in _turns_of(branch):
-        if any(m.role == "assistant" and m.status == "failed" for m in group):
-            continue
-        kept.append([m for m in group if m.role == "user" or (m.role == "assistant" and m.content)])
-    system = state.system_prompt or ""
-    if context_window is not None and kept:
-        budget = context_window - (max_output_tokens or min(DEFAULT_OUTPUT_RESERVE, context_window // 4))
-        budget -= estimate_tokens(system) if system else 0
-        sizes = [sum(estimate_tokens(m.content) for m in g) for g in kept]
-        while len(kept) > 1 and sum(sizes) > budget:
-            kept.pop(0)
-            sizes.pop(0)
-    out: list[Message] = [SystemMessage(content=system)] if system else []
-    for group in kept:
-        for m in group:
-            if m.role == "user":
-                out.append(UserMessage.text(m.content))
-            elif m.role == "assistant":
-                out.append(AssistantMessage(content=m.content))
-    return out
 
 
 def generated_title(text: str) -> str | None:
@@ -180,9 +139,32 @@ async def _uncancellable(make: Callable[[], Awaitable[T]]) -> T:
                 return task.result()
 
 
+@dataclass(slots=True)
+class _Progress:
+    """What the turn produced so far, across its model rounds."""
+
+    text: list[str] = field(default_factory=list)
+    tokens: TokenCount = field(default_factory=TokenCount)
+    checkpointed_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def content(self) -> str:
+        return "".join(self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    """How one model round ended: the tool calls it asked for, its stop reason, or its failure."""
+
+    calls: list[ToolCall]
+    stop_reason: str | None = None
+    failure: Failed | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class TurnWork:
-    """The work of one chat run; ``model`` and ``info`` were resolved when the turn was posted."""
+    """The work of one chat run; ``model`` and ``info`` were resolved when the turn was posted.
+    Without a ``gateway`` (or ``signals`` for manual approvals) the model is offered no tools."""
 
     db: Database
     usage_sink: UsageRecorder
@@ -192,93 +174,131 @@ class TurnWork:
     model: ChatModel
     info: ModelInfo
     meta: EventMetadata
+    gateway: ToolGateway | None = None
+    signals: ApprovalSignals | None = None
+    max_tool_rounds: int = 10
+    approval_timeout_s: float = 600.0
+    _writes: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def _record(self, decide: Callable[[ConversationState], Sequence[Event]]) -> None:
-        """Decide on the conversation's current state and append; a concurrent writer (a rename
-        while the turn runs) makes us decide again on the newer state."""
-        for attempt in range(RECORD_ATTEMPTS):
-            try:
-                async with self.db.write() as session:
-                    loaded = await commands.load_conversation(session, self.conversation_id)
-                    await commands.append(session, self.conversation_id, loaded, decide(loaded.state), self.meta)
-                return
-            except ConcurrencyConflict:
-                if attempt == RECORD_ATTEMPTS - 1:
-                    raise
+    async def _load(self) -> ConversationState:
+        async with self.db.read() as session:
+            return (await commands.load_conversation(session, self.conversation_id)).state
+
+    async def _record(self, decide: Callable[[ConversationState], Sequence[Event]]) -> ConversationState:
+        """Decide on the conversation's current state and append; a concurrent writer (a rename, an
+        approval) makes us decide again on the newer state. One write at a time per turn."""
+        async with self._writes:
+            for attempt in range(RECORD_ATTEMPTS):
+                try:
+                    async with self.db.write() as session:
+                        loaded = await commands.load_conversation(session, self.conversation_id)
+                        events = decide(loaded.state)
+                        await commands.append(session, self.conversation_id, loaded, events, self.meta)
+                        return chat_fold(events, loaded.state)
+                except ConcurrencyConflict:
+                    if attempt == RECORD_ATTEMPTS - 1:
+                        raise
+        raise AssertionError("unreachable")
+
+    def _message_usage(self, progress: _Progress) -> TokenUsage | None:
+        if progress.tokens == TokenCount():
+            return None
+        price = cost(progress.tokens, pricing_from(self.info.pricing))
+        return TokenUsage(
+            input_tokens=progress.tokens.input_tokens,
+            output_tokens=progress.tokens.output_tokens,
+            cost=None if price is None else str(price),
+        )
+
+    async def _respond(self, ctx: RunContext, model: ChatModel, request: ChatRequest, progress: _Progress) -> _Response:
+        """One model round: stream text and tool-call progress to the run, collect the calls."""
+        calls: list[ToolCall] = []
+        names: dict[str, str] = {}
+        stop_reason: str | None = None
+        failure: Failed | None = None
+        stream = model.stream(request)
+        try:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    if not event.text:
+                        continue
+                    await ctx.publish(MessageDelta(message_id=self.message_id, text=event.text))
+                    progress.text.append(event.text)  # after publishing: the kept text is what was streamed
+                    if time.monotonic() - progress.checkpointed_at >= CHECKPOINT_EVERY_S:
+                        await self._checkpoint(ctx, progress.content)
+                        progress.checkpointed_at = time.monotonic()
+                elif isinstance(event, LlmToolCallStarted):
+                    names[event.id] = event.name
+                    await ctx.publish(ToolCallStarted(tool_call_id=event.id, name=event.name))
+                elif isinstance(event, LlmToolCallArgumentsDelta):
+                    name = names.get(event.id, "")
+                    await ctx.publish(ToolCallArgumentsDelta(tool_call_id=event.id, name=name, text=event.delta))
+                elif isinstance(event, LlmToolCallCompleted):
+                    calls.append(ToolCall(event.id, event.name, event.arguments))
+                elif isinstance(event, TokenCount):
+                    progress.tokens = progress.tokens + event
+                elif isinstance(event, Finished):
+                    stop_reason = event.stop_reason
+                elif isinstance(event, Failed):
+                    failure = event
+        finally:
+            closer: Any = getattr(stream, "aclose", None)
+            if closer is not None:
+                await closer()
+        return _Response(calls=calls, stop_reason=stop_reason, failure=failure)
 
     async def __call__(self, ctx: RunContext) -> None:
-        text: list[str] = []
-        tokens = TokenCount()
-        pricing = pricing_from(self.info.pricing)
-
-        def message_usage() -> TokenUsage | None:
-            if tokens == TokenCount():
-                return None
-            price = cost(tokens, pricing)
-            return TokenUsage(
-                input_tokens=tokens.input_tokens,
-                output_tokens=tokens.output_tokens,
-                cost=None if price is None else str(price),
-            )
-
+        progress = _Progress()
         try:
-            async with self.db.read() as session:
-                state = (await commands.load_conversation(session, self.conversation_id)).state
-            request = ChatRequest(
-                model=self.info.upstream_id,
-                messages=build_context(
-                    state,
-                    answering=self.message_id,
-                    context_window=self.info.context_window,
-                    max_output_tokens=self.info.max_output_tokens,
-                ),
-                max_tokens=self.info.max_output_tokens,
+            state = await self._load()
+            capable = bool(self.info.capabilities.get("tools"))
+            offered = await offered_tools(self.gateway, self.principal, state, capable=capable)
+            history = build_context(
+                state,
+                answering=self.message_id,
+                context_window=self.info.context_window,
+                max_output_tokens=self.info.max_output_tokens,
             )
-            context = self._usage_context(ctx, "chat")
-            metered = MeteredChatModel(self.model, self.usage_sink, context)
+            metered = MeteredChatModel(self.model, self.usage_sink, self._usage_context(ctx, "chat"))
+            tool_round = ToolRound(
+                gateway=self.gateway,
+                signals=self.signals,
+                principal=self.principal,
+                conversation_id=self.conversation_id,
+                message_id=self.message_id,
+                run_id=ctx.run_id,
+                request_id=self.meta.request_id,
+                approval_timeout_s=self.approval_timeout_s,
+                record=self._record,
+                load=self._load,
+                publish=ctx.publish,
+            )
             await ctx.publish(MessageStarted(message_id=self.message_id))
-            failure: Failed | None = None
-            stop_reason: str | None = None
-            checkpointed_at = time.monotonic()
-            stream = metered.stream(request)
-            try:
-                async for event in stream:
-                    if isinstance(event, TextDelta):
-                        if not event.text:
-                            continue
-                        await ctx.publish(MessageDelta(message_id=self.message_id, text=event.text))
-                        text.append(event.text)  # after publishing: the kept text is what was streamed
-                        if time.monotonic() - checkpointed_at >= CHECKPOINT_EVERY_S:
-                            await self._checkpoint(ctx, "".join(text))
-                            checkpointed_at = time.monotonic()
-                    elif isinstance(event, TokenCount):
-                        tokens = tokens + event
-                    elif isinstance(event, Finished):
-                        stop_reason = event.stop_reason
-                    elif isinstance(event, Failed):
-                        failure = event
-            finally:
-                closer: Any = getattr(stream, "aclose", None)
-                if closer is not None:
-                    await closer()
-            usage = message_usage()
-            if usage is not None:
-                price = cost(tokens, pricing)
-                await ctx.publish(
-                    Usage(
-                        input_tokens=usage.input_tokens,
-                        output_tokens=usage.output_tokens,
-                        cost=None if price is None else float(price),
-                    )
+            turn: list[Message] = []
+            rounds, round_start = 0, 0
+            while True:
+                request = ChatRequest(
+                    model=self.info.upstream_id,
+                    messages=[*history, *turn],
+                    tools=definitions(offered),
+                    max_tokens=self.info.max_output_tokens,
                 )
-                ctx.usage = {
-                    "input_tokens": usage.input_tokens,
-                    "output_tokens": usage.output_tokens,
-                    "cost": None if price is None else float(price),
-                }
+                response = await self._respond(ctx, metered, request, progress)
+                if response.failure is not None or not response.calls:
+                    break
+                text = progress.content
+                if rounds == self.max_tool_rounds:
+                    await tool_round.refuse(response.calls, text=text)
+                    response = _Response(calls=[], stop_reason="max_tool_rounds")
+                    break
+                rounds += 1
+                results = await tool_round.run(response.calls, offered, state.tools.approval, text=text)
+                turn += [AssistantMessage(content=text[round_start:], tool_calls=response.calls), *results]
+                round_start = len(text)
+            usage = await self._publish_usage(ctx, progress)
         except asyncio.CancelledError:
             reason: Any = "cancelled" if ctx.cancelled.is_set() else "lease_expired"
-            partial, used = "".join(text), message_usage()
+            partial, used = progress.content, self._message_usage(progress)
             await _uncancellable(
                 lambda: self._end(
                     lambda s: turns.interrupt(s, message_id=self.message_id, reason=reason, content=partial, usage=used)
@@ -288,16 +308,16 @@ class TurnWork:
         except Exception as exc:
             detail = str(exc)[:500] or None
             code = str(getattr(exc, "code", "internal_error"))
-            partial, used = "".join(text), message_usage()
+            partial, used = progress.content, self._message_usage(progress)
             await self._end(
                 lambda s: turns.fail(
                     s, message_id=self.message_id, error_code=code, error_detail=detail, content=partial, usage=used
                 )
             )
             raise
-        content = "".join(text)
-        if failure is not None:
-            run_problem = failure_problem(failure)
+        content = progress.content
+        if response.failure is not None:
+            run_problem = failure_problem(response.failure)
             await self._end(
                 lambda s: turns.fail(
                     s,
@@ -309,6 +329,7 @@ class TurnWork:
                 )
             )
             raise RunFailure(run_problem)
+        stop_reason = response.stop_reason
         await self._record(
             lambda s: turns.complete(
                 s, message_id=self.message_id, content=content, usage=usage, finish_reason=stop_reason
@@ -317,6 +338,15 @@ class TurnWork:
         await ctx.publish(MessageCompleted(message_id=self.message_id, stop_reason=stop_reason))
         if wants_title(state, self.message_id):
             await self._title(ctx, state, content)
+
+    async def _publish_usage(self, ctx: RunContext, progress: _Progress) -> TokenUsage | None:
+        """The turn's tokens and cost (all its model rounds) as one ``usage`` event and the run's usage."""
+        usage = self._message_usage(progress)
+        if usage is not None:
+            price = None if usage.cost is None else float(usage.cost)
+            await ctx.publish(Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost=price))
+            ctx.usage = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost": price}
+        return usage
 
     def _usage_context(self, ctx: RunContext, purpose: Purpose) -> UsageContext:
         return UsageContext(

@@ -202,6 +202,7 @@ class McpGateway:
             description=tool.description or "",
             input_schema=dict(tool.input_schema or {}),
             annotations=annotations,
+            approval=server_approval(config.approval, config.tool_approval, tool.name),
         )
 
     async def server_tools(self, config: McpServerConfig, *, refresh: bool = False) -> list[ToolInfo]:

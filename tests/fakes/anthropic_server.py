@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.chat_scenarios import SCENARIOS, Scenario, ToolCallScript
+from tests.fakes.chat_scenarios import SCENARIOS, Scenario, ToolCallScript, agent
 from tests.fakes.serving import ThreadedServer, read_body
 
 ERROR_TYPES = {
@@ -150,7 +150,7 @@ class FakeAnthropicServer:
         if name == "slow":
             await self._slow(send, receive)
             return
-        scenario = SCENARIOS.get(name) or EXTRA.get(name)
+        scenario = self._agent(body["messages"]) if name == "agent" else SCENARIOS.get(name) or EXTRA.get(name)
         if scenario is None:
             await self._error(send, 404, f"model: {model}")
             return
@@ -158,6 +158,34 @@ class FakeAnthropicServer:
             await self._error(send, scenario.http_error, scenario.error_message, scenario.retry_after)
             return
         await self._stream(name, model, scenario, send, receive)
+
+    @staticmethod
+    def _agent(messages: list[dict[str, Any]]) -> Scenario:
+        """``scenario:agent`` (tests.fakes.chat_scenarios.agent) from an Anthropic-style
+        conversation: tool results come back as ``tool_result`` blocks of a user message."""
+
+        def blocks(m: dict[str, Any]) -> list[dict[str, Any]]:
+            content = m.get("content")
+            return [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+
+        def text(value: Any) -> str:
+            if isinstance(value, list):
+                return "".join(str(b.get("text", "")) for b in value if isinstance(b, dict))
+            return str(value or "")
+
+        asks = [
+            i
+            for i, m in enumerate(messages)
+            if m.get("role") == "user" and any(b.get("type") == "text" for b in blocks(m))
+        ]
+        last = asks[-1] if asks else -1
+        after = messages[last + 1 :]
+        rounds = sum(
+            1 for m in after if m.get("role") == "assistant" and any(b.get("type") == "tool_use" for b in blocks(m))
+        )
+        results = [text(b.get("content")) for m in after for b in blocks(m) if b.get("type") == "tool_result"]
+        script = text([b for b in blocks(messages[last]) if b.get("type") == "text"]) if last >= 0 else ""
+        return agent(script, rounds, results)
 
     async def _error(self, send: Any, status: int, message: str, retry_after: str | None = None) -> None:
         headers = [(b"content-type", b"application/json"), (b"request-id", f"req_{secrets.token_hex(8)}".encode())]

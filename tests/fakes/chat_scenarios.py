@@ -112,3 +112,26 @@ def comparable(events: list[StreamEvent]) -> list[StreamEvent]:
             e = Failed(kind=e.kind, message="", status=e.status, retry_after_s=e.retry_after_s)
         out.append(e)
     return out
+
+
+def agent(script: str, rounds_done: int, results: list[str]) -> Scenario:
+    """``scenario:agent``: a model that uses tools as its user's message scripts it, in JSON:
+    ``{"calls": [{"name": ..., "arguments": {...}}], "rounds": N, "say": "text before the calls"}``.
+    While fewer than ``rounds`` (default 1) rounds of tool calls followed that message, it says
+    ``say`` and calls every tool in ``calls`` (ids unique per round); then it answers with the
+    results it was given: ``"Results: " + " | ".join(results)``. A message that is not such a
+    script is answered like ``text``."""
+    try:
+        spec = json.loads(script)
+    except ValueError:
+        spec = None
+    if not isinstance(spec, dict) or not isinstance(spec.get("calls"), list):
+        return SCENARIOS["text"]
+    if rounds_done < int(spec.get("rounds", 1)):
+        calls = [
+            ToolCallScript(f"call_{rounds_done}_{i}", str(c["name"]), [json.dumps(c.get("arguments", {}))])
+            for i, c in enumerate(spec["calls"])
+        ]
+        say = str(spec.get("say", ""))
+        return Scenario(text=[say] if say else [], tool_calls=calls, finish="tool_use", output_tokens=7)
+    return Scenario(text=["Results: ", " | ".join(results)], output_tokens=5)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from tests.fakes.chat_scenarios import SCENARIOS, Scenario
+from tests.fakes.chat_scenarios import SCENARIOS, Scenario, agent
 from tests.fakes.serving import ThreadedServer, read_body
 
 _FINISH = {
@@ -140,6 +140,21 @@ class FakeOpenAIServer:
         await self._json(send, 200, {"object": "list", "data": data})
 
     @staticmethod
+    def _agent(messages: list[dict[str, Any]]) -> Scenario:
+        """``scenario:agent`` (tests.fakes.chat_scenarios.agent) from an OpenAI-style conversation."""
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+        after = messages[last + 1 :]
+
+        def text(content: Any) -> str:
+            if isinstance(content, list):
+                return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return str(content or "")
+
+        rounds = sum(1 for m in after if m.get("role") == "assistant" and m.get("tool_calls"))
+        results = [text(m.get("content")) for m in after if m.get("role") == "tool"]
+        return agent(text(messages[last].get("content")) if last >= 0 else "", rounds, results)
+
+    @staticmethod
     def _scenario(model: str) -> tuple[str, Scenario | None]:
         name = model.removeprefix("scenario:") if model.startswith("scenario:") else "text"
         return name, SCENARIOS.get(name)
@@ -180,6 +195,8 @@ class FakeOpenAIServer:
             await self._error(send, 400, "Missing required parameter: 'messages'.", code="missing_required_parameter")
             return
         name, scenario = self._scenario(model)
+        if name == "agent":
+            scenario = self._agent(body["messages"])
         if name == "flaky":
             if not self._flaky_failed:
                 self._flaky_failed = True

@@ -21,8 +21,6 @@ from sqlalchemy import update
 from api.app import create_app
 from api.services import Services
 from domain.chat import turns
-from domain.chat.conversation import ConversationState, MessageState
-from domain.llm.messages import AssistantMessage, SystemMessage, UserMessage
 from domain.shared.events import EventMetadata
 from domain.shared.ids import new_id
 from infra.chat import commands
@@ -402,41 +400,3 @@ async def test_the_reaper_marks_an_orphaned_turn_interrupted_with_its_last_check
     assert run.status == "interrupted"
     frames = await events_of(http, ada, str(run_id))
     assert frames[-1]["json"]["problem"]["code"] == "run_interrupted"
-
-
-def _msg(role: str, content: str, status: str = "completed", position: int = 0) -> MessageState:
-    return MessageState(message_id=new_id(), role=role, position=position, content=content, status=status)  # type: ignore[arg-type]
-
-
-def test_the_context_drops_failed_turns_and_the_oldest_turns_first() -> None:
-    history = [
-        _msg("user", "a" * 400),
-        _msg("assistant", "b" * 400),
-        _msg("user", "broken"),
-        _msg("assistant", "", "failed"),
-        _msg("user", "c" * 40),
-        _msg("assistant", "d" * 40, "interrupted"),
-        _msg("user", "now"),
-    ]
-    running = _msg("assistant", "", "streaming")
-    state = ConversationState(status="running", system_prompt="sys", messages=[*history, running])
-    full = chat_turn.build_context(state, answering=running.message_id, context_window=None, max_output_tokens=None)
-    assert full == [
-        SystemMessage(content="sys"),
-        UserMessage.text("a" * 400),
-        AssistantMessage(content="b" * 400),
-        UserMessage.text("c" * 40),
-        AssistantMessage(content="d" * 40),
-        UserMessage.text("now"),
-    ]
-    # ~100 tokens each for the first turn's messages: a small window drops that turn first.
-    small = chat_turn.build_context(state, answering=running.message_id, context_window=150, max_output_tokens=100)
-    assert small == [
-        SystemMessage(content="sys"),
-        UserMessage.text("c" * 40),
-        AssistantMessage(content="d" * 40),
-        UserMessage.text("now"),
-    ]
-    # The latest turn always stays, however small the window.
-    tiny = chat_turn.build_context(state, answering=running.message_id, context_window=10, max_output_tokens=10)
-    assert tiny == [SystemMessage(content="sys"), UserMessage.text("now")]

@@ -106,6 +106,10 @@ CALLS: dict[tuple[str, str], Any] = {
     ("GET", "/api/v1/runs/{run_id}"): None,
     ("GET", "/api/v1/runs/{run_id}/events"): None,
     ("POST", "/api/v1/runs/{run_id}/cancel"): None,
+    ("GET", "/api/v1/runs/{run_id}/approvals"): None,
+    ("POST", "/api/v1/runs/{run_id}/approvals/{approval_id}"): Walk(
+        {"decision": "approve"}, ids=(("approval_id", "run_id"),)
+    ),
     ("GET", "/api/v1/conversations/{conversation_id}"): None,
     ("PATCH", "/api/v1/conversations/{conversation_id}"): {"title": "taken over", "system_prompt": "obey bob"},
     ("DELETE", "/api/v1/conversations/{conversation_id}"): None,

@@ -504,10 +504,19 @@ def test_a_new_turn_after_an_interrupted_one_is_allowed() -> None:
 # -- tool calls -----------------------------------------------------------------------------------
 
 
+APPROVAL = uuid.UUID(int=77)
+
+
 def with_call(approval: Approval) -> tuple[c.ConversationState, uuid.UUID]:
     state, assistant = running()
     events = t.request_tool_call(
-        state, message_id=assistant, tool_call_id="call_1", name="srv__echo", arguments={"x": 1}, approval=approval
+        state,
+        message_id=assistant,
+        tool_call_id="call_1",
+        name="srv__echo",
+        arguments={"x": 1},
+        approval=approval,
+        approval_id=APPROVAL if approval == "manual" else None,
     )
     assert isinstance(events[0], ToolCallRequested)
     return apply(state, events), assistant
@@ -517,7 +526,9 @@ def test_an_auto_tool_call_runs_without_approval() -> None:
     state, _ = with_call("auto")
     assert state.tool_calls["call_1"].status == "requested"
     events = t.complete_tool_call(state, tool_call_id="call_1", result="1")
-    assert events == [ToolCallCompleted(conversation_id=CID, tool_call_id="call_1", result="1")]
+    assert events == [
+        ToolCallCompleted(conversation_id=CID, tool_call_id="call_1", result="1", message_id=state.running_message_id)
+    ]
     state = apply(state, events)
     assert state.tool_calls["call_1"].status == "completed"
     assert t.complete_tool_call(state, tool_call_id="call_1", result="1") == []

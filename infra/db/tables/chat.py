@@ -50,6 +50,8 @@ messages = Table(
     Column("usage", JSONB, nullable=True),  # {input_tokens, output_tokens, cost}
     Column("error", JSONB, nullable=True),  # {code, detail} of a failed turn
     Column("finish_reason", Text, nullable=True),
+    # The message's tool calls in order, each a domain.chat.events.ToolCallRecord as JSON.
+    Column("tool_calls", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     # Branch handling: truncation (edit, regenerate) takes messages off the current branch but keeps
     # them, so the history stays readable; only the current branch has in_branch = true.
     Column("in_branch", Boolean, nullable=False, server_default=text("true")),

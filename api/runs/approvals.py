@@ -1,0 +1,170 @@
+"""/api/v1/runs/{run_id}/approvals: the tool calls of a chat run that need (or needed) a person's
+approval, and deciding one.
+
+Anyone who may read the run's conversation sees its approvals; deciding needs the editor role on it
+(viewers get 403, everyone else the run's 404). A decision is recorded in the conversation's stream
+(``domain.chat.turns.decide_approval``, one write transaction, audited with the request's metadata)
+and then wakes the waiting run (``infra.chat.approvals``), which publishes ``approval.decided`` and
+runs or refuses the call. Deciding twice, or after the run ended, is 409 ``approval_decided``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody, PathParameter
+from msgspec import Meta
+
+from api.context import event_metadata
+from api.pagination import Page
+from api.runs.controller import RunId, visible_run
+from api.services import Services
+from domain.chat import turns
+from domain.chat.errors import ToolCallNotFound, ToolCallNotPending
+from domain.shared.errors import Conflict, NotFound
+from domain.shared.principal import Principal
+from infra.chat import commands
+from infra.chat.approvals import ApprovalSignals, run_tool_calls
+
+ApprovalStatus = Literal["pending", "approved", "denied"]
+ApprovalId = Annotated[uuid.UUID, PathParameter(description="The approval's id (UUID), from `approval.requested`.")]
+
+
+class ApprovalNotFound(NotFound):
+    """This run has no approval with this id."""
+
+    code = "approval_not_found"
+
+
+class ApprovalDecided(Conflict):
+    """The approval was already decided (or timed out), or its run has ended."""
+
+    code = "approval_decided"
+
+
+class Approval(msgspec.Struct, kw_only=True):
+    """A tool call waiting for (or given) a person's decision. ``decided_by`` is ``user:<id>`` or
+    ``system`` (the approval timed out)."""
+
+    id: uuid.UUID
+    object: Literal["approval"] = "approval"
+    run_id: uuid.UUID
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    tool_call_id: str
+    name: str
+    arguments: dict[str, Any]
+    status: ApprovalStatus
+    decided_by: str | None = None
+    reason: str | None = None
+
+
+class ApprovalList(Page[Approval], kw_only=True):
+    data: list[Approval]
+
+
+class ApprovalDecision(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    decision: Literal["approve", "deny"]
+    reason: Annotated[str, Meta(max_length=2000, description="Why; the model sees it on a denial.")] | None = None
+
+
+def _status(call: dict[str, Any]) -> ApprovalStatus:
+    status = call.get("status")
+    if status == "awaiting_approval":
+        return "pending"
+    return "denied" if status == "denied" else "approved"
+
+
+async def _approvals(services: Services, principal: Principal, run_id: uuid.UUID) -> list[Approval]:
+    async with services.db.read() as session:
+        await visible_run(session, principal, run_id, "read")
+        calls = await run_tool_calls(session, run_id)
+    return [
+        Approval(
+            id=uuid.UUID(str(call["approval_id"])),
+            run_id=run_id,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            tool_call_id=str(call["tool_call_id"]),
+            name=str(call["name"]),
+            arguments=dict(call.get("arguments") or {}),
+            status=_status(call),
+            decided_by=call.get("decided_by"),
+            reason=call.get("reason"),
+        )
+        for conversation_id, message_id, call in calls
+        if call.get("approval_id")
+    ]
+
+
+class RunApprovalController(Controller):
+    path = "/runs"
+    tags = ["runs"]
+    opt = {"scope": "conversations"}
+
+    @get(
+        "/{run_id:str}/approvals",
+        operation_id="ListRunApprovals",
+        summary="The run's tool calls that need a person's approval (pending first, then decided)",
+        responses={404: ResponseSpec(None, description="No run with this id visible to you (`run_not_found`).")},
+    )
+    async def list_approvals(
+        self, services: NamedDependency[Services], principal: NamedDependency[Principal], run_id: RunId
+    ) -> ApprovalList:
+        approvals = await _approvals(services, principal, run_id)
+        approvals.sort(key=lambda a: a.status != "pending")
+        return ApprovalList(data=approvals, has_more=False, next_cursor=None)
+
+    @post(
+        "/{run_id:str}/approvals/{approval_id:str}",
+        operation_id="DecideRunApproval",
+        summary="Approve or deny a pending tool call; the run continues with the decision",
+        status_code=200,
+        responses={
+            404: ResponseSpec(
+                None, description="No run (`run_not_found`) or approval (`approval_not_found`) with this id."
+            ),
+            403: ResponseSpec(None, description="Your role on the conversation does not allow this (`forbidden`)."),
+            409: ResponseSpec(None, description="Already decided, timed out, or the run ended (`approval_decided`)."),
+        },
+    )
+    async def decide_approval(
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+        run_id: RunId,
+        approval_id: ApprovalId,
+        data: JSONBody[ApprovalDecision],
+    ) -> Approval:
+        meta = event_metadata(request, principal)
+        async with services.db.write() as session:
+            run = await visible_run(session, principal, run_id, "update")
+            known = {
+                uuid.UUID(str(c["approval_id"]))
+                for _, _, c in await run_tool_calls(session, run_id)
+                if c.get("approval_id")
+            }
+            if approval_id not in known:
+                raise ApprovalNotFound()
+            if run.conversation_id is None or run.finished:
+                raise ApprovalDecided()
+            loaded = await commands.load_conversation(session, run.conversation_id)
+            try:
+                events = turns.decide_approval(
+                    loaded.state,
+                    approval_id=approval_id,
+                    approve=data.decision == "approve",
+                    decided_by=f"user:{principal.user_id}",
+                    reason=data.reason,
+                )
+            except (ToolCallNotFound, ToolCallNotPending):
+                raise ApprovalDecided() from None
+            await commands.append(session, run.conversation_id, loaded, events, meta)
+        await ApprovalSignals(services.redis).notify(run_id)
+        return next(a for a in await _approvals(services, principal, run_id) if a.id == approval_id)
