@@ -288,6 +288,27 @@ async def test_a_provider_429_fails_the_turn_and_the_conversation_stays_usable(
     assert [m["content"] for m in openai_fake.requests[-1]["messages"]] == ["and now?"]
 
 
+@pytest.mark.parametrize(("kind", "scenario"), [("openai", "midstream_error"), ("anthropic", "stream_error")])
+async def test_a_provider_failing_mid_answer_fails_the_turn_keeping_the_streamed_text(
+    http: httpx.AsyncClient,
+    ada: User,
+    openai_fake: FakeOpenAIServer,
+    anthropic_fake: FakeAnthropicServer,
+    kind: str,
+    scenario: str,
+) -> None:
+    fake: Any = openai_fake if kind == "openai" else anthropic_fake
+    model = await model_of(http, ada, fake.base_url, scenario, kind=kind)
+    cid = await conversation_of(http, ada, model, title="Mid-stream")
+    frames = await events_of(http, ada, (await post(http, ada, cid, "hello?"))["run"]["id"])
+    assert check_stream(frames, "run.failed") == "Hel"
+    code = frames[-1]["json"]["problem"]["code"]
+    assert code.startswith("provider_")
+    stored = (await messages(http, ada, cid))[1]
+    assert (stored["status"], stored["content"], stored["error"]["code"]) == ("failed", "Hel", code)
+    assert await status_of(http, ada, cid) == "active"
+
+
 async def test_rejections_are_synchronous_problems(
     http: httpx.AsyncClient, client: httpx.AsyncClient, ada: User, bob: User, openai_fake: FakeOpenAIServer
 ) -> None:
