@@ -3,15 +3,18 @@
 ``start_turn`` records the user message and the assistant turn in the caller's transaction (the
 seam of ``domain.chat.turns``) together with the queued run row; after commit the caller starts
 ``TurnWork`` with the ``RunRunner``. The work builds the model's context from the conversation
-(system prompt + the current branch, oldest turns dropped first to fit the model's context window,
-failed turns left out), streams the metered model and publishes ``message.started``,
-``message.delta`` per text delta (Redis only), ``usage`` and ``message.completed``; the runner adds
-``run.started`` and the one terminal event.
+(``domain.chat.context``), streams the metered model and publishes ``message.started``,
+``message.delta`` per text delta (Redis only), ``tool_call.*`` as the model calls tools, ``usage``
+and ``message.completed``; the runner adds ``run.started`` and the one terminal event.
+
+Tool loop: while the model's response ends with tool calls, ``infra.chat.tools.ToolRound`` records
+and settles them (approvals, the MCP gateway) and the model is asked again with their results, up
+to ``max_tool_rounds`` rounds; calls asked for beyond that are denied by the system and the message
+completes with stop reason ``max_tool_rounds``. Usage adds up every round.
 
 After the first assistant message of a conversation without a title completes, the same model is
-asked (non-streaming: its stream folded) for a short title, recorded as a generated
-``TitleChanged`` (metered with purpose ``title``) before the run ends; a failure is logged and
-ignored, and a title the user set (before or meanwhile) is never overwritten.
+asked for a short title (``infra.chat.titles``), recorded as a generated ``TitleChanged`` (metered
+with purpose ``title``) before the run ends, never over a title the user set.
 
 The conversation hears about the turn at most every ``CHECKPOINT_EVERY_S`` (the text so far) and
 once at its end, always *before* the run's terminal event, so a client that saw the terminal event
@@ -39,10 +42,10 @@ from domain.chat.context import build_context
 from domain.chat.conversation import ConversationState, change_title
 from domain.chat.conversation import fold as chat_fold
 from domain.chat.events import TokenUsage
-from domain.llm.messages import AssistantMessage, ChatRequest, Message, SystemMessage, ToolCall, UserMessage
+from domain.llm.messages import AssistantMessage, ChatRequest, Message, ToolCall
 from domain.llm.ports import ChatModel
 from domain.llm.pricing import cost, pricing_from
-from domain.llm.stream import Failed, Finished, StreamEvent, TextDelta, fold
+from domain.llm.stream import Failed, Finished, TextDelta
 from domain.llm.stream import ToolCallArgumentsDelta as LlmToolCallArgumentsDelta
 from domain.llm.stream import ToolCallCompleted as LlmToolCallCompleted
 from domain.llm.stream import ToolCallStarted as LlmToolCallStarted
@@ -62,7 +65,7 @@ from domain.runs.events import (
 from domain.shared.errors import ConcurrencyConflict
 from domain.shared.events import Event, EventMetadata
 from domain.shared.principal import Principal
-from infra.chat import commands
+from infra.chat import commands, titles
 from infra.chat.approvals import ApprovalSignals
 from infra.chat.tools import ToolRound, definitions, offered_tools
 from infra.db.engine import Database
@@ -78,14 +81,6 @@ CHECKPOINT_EVERY_S = 3.0
 
 RECORD_ATTEMPTS = 3
 
-TITLE_MAX_CHARS = 80
-TITLE_TIMEOUT_S = 30.0
-TITLE_MAX_TOKENS = 32
-TITLE_PROMPT = (
-    "Write a short title (at most six words) for the conversation below."
-    " Answer with the title only, without quotes or punctuation at the end."
-)
-_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
 
 # The HTTP status a provider failure maps to in the run's problem.
 _FAILURE_STATUS: dict[str, int] = {
@@ -95,25 +90,6 @@ _FAILURE_STATUS: dict[str, int] = {
     "context_too_long": 422,
     "bad_request": 422,
 }
-
-
-def generated_title(text: str) -> str | None:
-    """The model's answer made a title: its first non-blank line, surrounding quotes stripped, at
-    most ``TITLE_MAX_CHARS`` characters; None when nothing is left."""
-    line = next((part for part in text.splitlines() if part.strip()), "")
-    title = line.strip().strip(_QUOTES).strip()
-    if len(title) > TITLE_MAX_CHARS:
-        title = title[:TITLE_MAX_CHARS].rstrip()
-    return title or None
-
-
-def wants_title(state: ConversationState, message_id: uuid.UUID) -> bool:
-    """True when ``message_id`` answers the first exchange of a conversation without a title."""
-    if state.title is not None:
-        return False
-    return not any(
-        m.role == "assistant" and m.status == "completed" and m.message_id != message_id for m in state.messages
-    )
 
 
 def failure_problem(failure: Failed) -> RunProblem:
@@ -336,7 +312,7 @@ class TurnWork:
             )
         )
         await ctx.publish(MessageCompleted(message_id=self.message_id, stop_reason=stop_reason))
-        if wants_title(state, self.message_id):
+        if titles.wants_title(state, self.message_id):
             await self._title(ctx, state, content)
 
     async def _publish_usage(self, ctx: RunContext, progress: _Progress) -> TokenUsage | None:
@@ -364,30 +340,11 @@ class TurnWork:
 
     async def _title(self, ctx: RunContext, state: ConversationState, answer: str) -> None:
         """Ask the model for the conversation's title after its first exchange; best effort."""
-        question = ""
-        for m in state.messages:
-            if m.message_id == self.message_id:
-                break
-            if m.role == "user":
-                question = m.content
-        request = ChatRequest(
-            model=self.info.upstream_id,
-            messages=[
-                SystemMessage(content=TITLE_PROMPT),
-                UserMessage.text(f"User: {question}\n\nAssistant: {answer}"),
-            ],
-            max_tokens=TITLE_MAX_TOKENS,
-        )
         metered = MeteredChatModel(self.model, self.usage_sink, self._usage_context(ctx, "title"))
+        title = await titles.ask(metered, self.info.upstream_id, titles.question_of(state, self.message_id), answer)
+        if title is None:
+            return
         try:
-            async with asyncio.timeout(TITLE_TIMEOUT_S):
-                events: list[StreamEvent] = [event async for event in metered.stream(request)]
-            done = fold(events)
-            if done.error is not None:
-                raise RuntimeError(f"{done.error.kind}: {done.error.message}")
-            title = generated_title(done.text)
-            if title is None:
-                return
             await self._record(
                 lambda s: change_title(s, title, generated=True) if s.title is None and s.status != "archived" else []
             )

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from api.services import Services
-from infra.chat.turn import TITLE_MAX_CHARS, TITLE_PROMPT, generated_title
+from infra.chat.titles import TITLE_MAX_CHARS, TITLE_PROMPT, generated_title
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration import test_chat_turns as turns_tests
 from tests.integration.test_access import User
