@@ -56,6 +56,7 @@ from domain.chat.events import (
     ToolSettings,
     ToolSettingsChanged,
     UserMessagePosted,
+    requested_record,
 )
 from domain.shared.aggregate import Aggregate
 from domain.shared.events import Event
@@ -256,16 +257,8 @@ def evolve(state: ConversationState, event: Event) -> ConversationState:
             return _end_turn(state, event.message_id, "interrupted", event.content, event.usage)
         case ToolCallRequested():
             calls = dict(state.tool_calls)
-            calls[event.tool_call_id] = ToolCallState(
-                tool_call_id=event.tool_call_id,
-                message_id=event.message_id,
-                name=event.name,
-                status="awaiting_approval" if event.approval == "manual" else "requested",
-                arguments=event.arguments,
-                offset=event.offset,
-                approval=event.approval,
-                approval_id=event.approval_id,
-            )
+            record = requested_record(event)
+            calls[event.tool_call_id] = ToolCallState(message_id=event.message_id, **msgspec.structs.asdict(record))
             return replace(state, tool_calls=calls)
         case ToolCallApproved():
             return _set_tool_call(

@@ -202,6 +202,19 @@ class ToolCallRequested(Event, frozen=True, kw_only=True):
     """Characters of the message's text written before the call (see ``ToolCallRecord``)."""
 
 
+def requested_record(event: ToolCallRequested) -> ToolCallRecord:
+    """The call as recorded when the model made it (waiting for approval if ``manual``)."""
+    return ToolCallRecord(
+        tool_call_id=event.tool_call_id,
+        name=event.name,
+        status="awaiting_approval" if event.approval == "manual" else "requested",
+        arguments=event.arguments,
+        offset=event.offset,
+        approval=event.approval,
+        approval_id=event.approval_id,
+    )
+
+
 @event_type("chat.tool_call_approved.v1")
 class ToolCallApproved(Event, frozen=True, kw_only=True):
     conversation_id: uuid.UUID

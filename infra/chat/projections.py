@@ -89,15 +89,7 @@ async def _change_call(
 async def _apply_tool_call(conn: Conn, cid: uuid.UUID, p: Any, at: datetime) -> None:
     match p:
         case ev.ToolCallRequested():
-            record = ev.ToolCallRecord(
-                tool_call_id=p.tool_call_id,
-                name=p.name,
-                status="awaiting_approval" if p.approval == "manual" else "requested",
-                arguments=p.arguments,
-                offset=p.offset,
-                approval=p.approval,
-                approval_id=p.approval_id,
-            )
+            record = ev.requested_record(p)
             await conn.execute(
                 update(mt)
                 .where(mt.c.id == p.message_id)

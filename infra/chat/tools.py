@@ -96,8 +96,20 @@ class ToolRound:
     load: Load
     publish: Publish
 
-    def _checkpoint(self, state: ConversationState, text: str) -> list[Event]:
-        return turns.checkpoint(state, message_id=self.message_id, content=text)
+    def _requested(
+        self, state: ConversationState, call: ToolCall, offset: int, approval_id: uuid.UUID | None = None
+    ) -> list[Event]:
+        """``call`` recorded as made at ``offset`` (``manual`` approval when it has an approval id)."""
+        return turns.request_tool_call(
+            state,
+            message_id=self.message_id,
+            tool_call_id=call.id,
+            name=call.name,
+            arguments=call.arguments,
+            approval="auto" if approval_id is None else "manual",
+            approval_id=approval_id,
+            offset=offset,
+        )
 
     async def run(
         self, calls: Sequence[ToolCall], offered: Sequence[ToolInfo], conversation: Approval | None, *, text: str
@@ -109,22 +121,13 @@ class ToolRound:
         offset = len(text)
 
         def request(state: ConversationState) -> list[Event]:
-            events: list[Event] = self._checkpoint(state, text)
+            events: list[Event] = turns.checkpoint(state, message_id=self.message_id, content=text)
             for call in calls:
                 tool = by_name.get(call.name)
                 approval = "auto" if tool is None else effective_approval(tool.approval, {}, tool.name, conversation)
                 manual = approval == "manual"
                 approvals[call.id] = approvals.get(call.id) or (uuid.uuid4() if manual else None)
-                events += turns.request_tool_call(
-                    fold(events, state),
-                    message_id=self.message_id,
-                    tool_call_id=call.id,
-                    name=call.name,
-                    arguments=call.arguments,
-                    approval="manual" if manual else "auto",
-                    approval_id=approvals[call.id],
-                    offset=offset,
-                )
+                events += self._requested(fold(events, state), call, offset, approvals[call.id])
             return events
 
         await self.record(request)
@@ -198,17 +201,9 @@ class ToolRound:
         offset = len(text)
 
         def decide(state: ConversationState) -> list[Event]:
-            events: list[Event] = self._checkpoint(state, text)
+            events: list[Event] = turns.checkpoint(state, message_id=self.message_id, content=text)
             for call in calls:
-                events += turns.request_tool_call(
-                    fold(events, state),
-                    message_id=self.message_id,
-                    tool_call_id=call.id,
-                    name=call.name,
-                    arguments=call.arguments,
-                    approval="auto",
-                    offset=offset,
-                )
+                events += self._requested(fold(events, state), call, offset)
                 events += turns.deny_tool_call(
                     fold(events, state),
                     tool_call_id=call.id,

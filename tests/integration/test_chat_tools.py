@@ -20,7 +20,16 @@ from tests.fakes.mcp_server import running_mcp_http_server
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration import test_chat_turns as turns_tests
 from tests.integration.test_access import User
-from tests.integration.test_chat_turns import C, check_stream, conversation_of, events_of, messages, post, status_of
+from tests.integration.test_chat_turns import (
+    C,
+    check_stream,
+    conversation_of,
+    events_of,
+    messages,
+    model_of,
+    post,
+    status_of,
+)
 from tests.integration.test_http_platform import assert_problem
 from tests.integration.test_runs import read_frames
 
@@ -47,28 +56,6 @@ async def tools_server(http: httpx.AsyncClient, who: User, url: str, approval: s
     return str(resp.json()["id"])
 
 
-async def agent_model(
-    http: httpx.AsyncClient, who: User, base_url: str, kind: str = "openai", tools: bool = True
-) -> str:
-    body: dict[str, Any] = {"name": f"agent-{kind}-{tools}", "kind": kind, "base_url": base_url, "api_key": "sk-t"}
-    provider = await http.post("/api/v1/providers", json=body, headers=who.headers)
-    assert provider.status_code == 201, provider.text
-    model = await http.post(
-        "/api/v1/models",
-        json={
-            "provider_id": provider.json()["id"],
-            "name": f"agent-{kind}-{tools}",
-            "upstream_id": "scenario:agent",
-            "kind": "chat",
-            "capabilities": {"tools": tools},
-            "pricing": {"currency": "USD", "input": "3", "output": "15"},
-        },
-        headers=who.headers,
-    )
-    assert model.status_code == 201, model.text
-    return str(model.json()["id"])
-
-
 def script(*calls: tuple[str, dict[str, Any]], rounds: int = 1, say: str = "") -> str:
     return json.dumps({"calls": [{"name": n, "arguments": a} for n, a in calls], "rounds": rounds, "say": say})
 
@@ -78,7 +65,7 @@ async def agent_chat(
 ) -> str:
     """A conversation of ``who`` with the agent model and the tools server selected."""
     server = await tools_server(http, who, mcp_url, tools.pop("server_approval", "auto"))
-    model = await agent_model(http, who, base_url, kind)
+    model = await model_of(http, who, base_url, "agent", kind, tools=True)
     return await conversation_of(http, who, model, tools={"mcp_server_ids": [server], **tools})
 
 
@@ -261,7 +248,7 @@ async def test_a_model_without_the_tools_capability_is_offered_none_and_runs_non
     http: httpx.AsyncClient, ada: User, openai_fake: FakeOpenAIServer, mcp_url: str
 ) -> None:
     server = await tools_server(http, ada, mcp_url)
-    model = await agent_model(http, ada, openai_fake.base_url, tools=False)
+    model = await model_of(http, ada, openai_fake.base_url, "agent")
     cid = await conversation_of(http, ada, model, tools={"mcp_server_ids": [server]})
     posted = await post(http, ada, cid, script(("tools__echo", {"text": "x"})))
     frames = await events_of(http, ada, posted["run"]["id"])

@@ -90,17 +90,22 @@ async def bob(client: httpx.AsyncClient, ada: User) -> User:
     return await user(client, "bob@example.com")
 
 
-async def model_of(http: httpx.AsyncClient, who: User, base_url: str, scenario: str, kind: str = "openai") -> str:
-    body: dict[str, Any] = {"name": f"p-{scenario}-{kind}", "kind": kind, "base_url": base_url, "api_key": "sk-test"}
+async def model_of(
+    http: httpx.AsyncClient, who: User, base_url: str, scenario: str, kind: str = "openai", tools: bool = False
+) -> str:
+    """A model of ``scenario`` on a new provider of ``kind`` (``tools``: it declares tool use)."""
+    label = f"{scenario}-{kind}-{'tools' if tools else 'plain'}"
+    body: dict[str, Any] = {"name": f"p-{label}", "kind": kind, "base_url": base_url, "api_key": "sk-test"}
     provider = await http.post("/api/v1/providers", json=body, headers=who.headers)
     assert provider.status_code == 201, provider.text
     model = await http.post(
         "/api/v1/models",
         json={
             "provider_id": provider.json()["id"],
-            "name": f"{scenario}-{kind}",
+            "name": label,
             "upstream_id": f"scenario:{scenario}",
             "kind": "chat",
+            "capabilities": {"tools": tools},
             "pricing": {"currency": "USD", "input": "3", "output": "15"},
         },
         headers=who.headers,
