@@ -45,8 +45,8 @@ from api.idempotency import IdempotencyKeyHeader, idempotent
 from api.pagination import CursorParam, IdCursor, LimitParam, decode_cursor, page_response, paginate
 from api.prompts.controller import caller_scope
 from api.services import Services
+from domain.chat import branching, turns
 from domain.chat import conversation as agg
-from domain.chat import turns
 from domain.chat.conversation import CONTENT_MAX
 from domain.chat.errors import ConversationNotFound
 from domain.shared.ids import new_id
@@ -202,7 +202,7 @@ class ConversationBranchController(Controller):
             await acl.require(session, principal, ENTITY, conversation_id, "read", ConversationNotFound)
             source = await commands.load_conversation(session, conversation_id)
             agg.require_exists(source.state)
-            event = agg.fork(
+            event = branching.fork(
                 source.state,
                 conversation_id=fork_id,
                 owner_id=principal.user_id,

@@ -13,7 +13,7 @@ late or repeated report from a runner or the reaper appends nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -26,8 +26,6 @@ from domain.chat.errors import (
     ConversationNotArchived,
     ConversationNotFound,
     InvalidConversation,
-    MessageNotFinished,
-    MessageNotFound,
 )
 from domain.chat.events import (
     AssistantMessageCheckpointed,
@@ -41,7 +39,6 @@ from domain.chat.events import (
     ConversationForked,
     ConversationRestored,
     ConversationTruncated,
-    ForkedMessage,
     MessageStatus,
     Role,
     SettingsChanged,
@@ -439,76 +436,3 @@ def delete(state: ConversationState) -> list[Event]:
     if state.status == "running":
         raise ConversationBusy()
     return [ConversationDeleted(conversation_id=conversation_id_of(state))]
-
-
-def fork(
-    source: ConversationState,
-    *,
-    conversation_id: uuid.UUID,
-    owner_id: uuid.UUID,
-    at_message_id: uuid.UUID,
-    new_id: Callable[[], uuid.UUID],
-) -> ConversationForked:
-    """The first event of a new conversation holding ``source``'s branch up to ``at_message_id``
-    (inclusive) under fresh message ids. Allowed while the source runs, but not at the message
-    still being written."""
-    require_writable(source, while_running=True)
-    at = source.message(at_message_id)
-    if at is None:
-        raise MessageNotFound()
-    if at.status == "streaming":
-        raise MessageNotFinished()
-    assert source.tenant_id is not None
-    copied = [
-        ForkedMessage(
-            message_id=new_id(),
-            source_message_id=m.message_id,
-            role=m.role,
-            content=m.content,
-            status=m.status,
-            model_id=m.model_id,
-            usage=m.usage,
-            tool_calls=m.tool_calls,
-        )
-        for m in source.messages
-        if m.position <= at.position
-    ]
-    return ConversationForked(
-        conversation_id=conversation_id,
-        tenant_id=source.tenant_id,
-        owner_id=owner_id,
-        parent_conversation_id=conversation_id_of(source),
-        forked_from_message_id=at_message_id,
-        title=source.title,
-        system_prompt=source.system_prompt,
-        model_id=source.model_id,
-        tools=source.tools,
-        messages=copied,
-    )
-
-
-# -- history --------------------------------------------------------------------------------------
-
-
-def truncation(state: ConversationState, after: MessageState | None) -> ConversationTruncated | None:
-    cut = -1 if after is None else after.position
-    removed = [m.message_id for m in state.messages if m.position > cut]
-    if not removed:
-        return None
-    return ConversationTruncated(
-        conversation_id=conversation_id_of(state),
-        after_message_id=None if after is None else after.message_id,
-        removed_message_ids=removed,
-    )
-
-
-def truncate(state: ConversationState, after_message_id: uuid.UUID | None) -> list[Event]:
-    """Drop every message after ``after_message_id`` (all of them when None) from the branch."""
-    require_writable(state)
-    after = None
-    if after_message_id is not None:
-        after = state.message(after_message_id)
-        if after is None:
-            raise MessageNotFound()
-    event = truncation(state, after)
-    return [] if event is None else [event]

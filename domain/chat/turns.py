@@ -27,6 +27,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from domain.chat.branching import truncation
 from domain.chat.conversation import (
     CONTENT_MAX,
     TOOL_NAME_MAX,
@@ -38,7 +39,6 @@ from domain.chat.conversation import (
     conversation_id_of,
     require_exists,
     require_writable,
-    truncation,
 )
 from domain.chat.errors import (
     ConversationArchived,

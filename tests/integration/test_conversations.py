@@ -11,8 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from domain.chat import conversation as agg
-from domain.chat import turns
+from domain.chat import branching, turns
 from domain.shared.events import EventMetadata
 from domain.shared.ids import new_id
 from infra.chat import commands
@@ -261,7 +260,11 @@ async def test_messages_of_the_current_branch_in_order_and_paged(
         loaded = await commands.load_conversation(session, uuid.UUID(cid))
         first_answer = loaded.state.messages[1].message_id
         await commands.append(
-            session, uuid.UUID(cid), loaded, agg.truncate(loaded.state, first_answer), EventMetadata(actor="system")
+            session,
+            uuid.UUID(cid),
+            loaded,
+            branching.truncate(loaded.state, first_answer),
+            EventMetadata(actor="system"),
         )
     left = (await client.get(f"{URL}/{cid}/messages", headers=ada.headers)).json()["data"]
     assert [m["content"] for m in left] == ["first question", "first answer"]
@@ -428,7 +431,7 @@ async def test_the_runner_changes_nothing_and_a_rebuild_reproduces_the_read_mode
     async with db.write() as session:  # a fork, with its copied history
         source = await commands.load_conversation(session, uuid.UUID(one["id"]))
         fork_id = new_id()
-        forked = agg.fork(
+        forked = branching.fork(
             source.state,
             conversation_id=fork_id,
             owner_id=uuid.UUID(ada.id),

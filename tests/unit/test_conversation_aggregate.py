@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from domain.chat import branching as br
 from domain.chat import conversation as c
 from domain.chat import turns as t
 from domain.chat.errors import (
@@ -179,7 +180,7 @@ ANY_COMMAND: dict[str, Callable[[c.ConversationState], object]] = {
     "archive": c.archive,
     "restore": c.restore,
     "delete": c.delete,
-    "truncate": lambda s: c.truncate(s, None),
+    "truncate": lambda s: br.truncate(s, None),
     "post_message": lambda s: t.post_message(
         s, message_id=new_id(), content="x", run_id=new_id(), assistant_message_id=new_id()
     ),
@@ -188,7 +189,7 @@ ANY_COMMAND: dict[str, Callable[[c.ConversationState], object]] = {
     "edit": lambda s: t.edit(
         s, message_id=new_id(), content="x", new_message_id=new_id(), run_id=new_id(), assistant_message_id=new_id()
     ),
-    "fork": lambda s: c.fork(s, conversation_id=new_id(), owner_id=OWNER, at_message_id=new_id(), new_id=new_id),
+    "fork": lambda s: br.fork(s, conversation_id=new_id(), owner_id=OWNER, at_message_id=new_id(), new_id=new_id),
     "checkpoint": lambda s: t.checkpoint(s, message_id=new_id(), content="x"),
     "complete": lambda s: t.complete(s, message_id=new_id(), content="x"),
     "fail": lambda s: t.fail(s, message_id=new_id(), error_code="e"),
@@ -618,7 +619,7 @@ def test_tool_call_request_validates_the_name_and_id() -> None:
 def test_truncate_after_a_message_drops_the_rest() -> None:
     state = exchange(active(), "second", "answer two")
     keep = state.messages[1].message_id
-    (event,) = c.truncate(state, keep)
+    (event,) = br.truncate(state, keep)
     assert isinstance(event, ConversationTruncated)
     assert event.removed_message_ids == [m.message_id for m in state.messages[2:]]
     after = apply(state, [event])
@@ -629,26 +630,26 @@ def test_truncate_after_a_message_drops_the_rest() -> None:
 
 def test_truncate_everything_returns_to_created_and_last_message_is_a_no_op() -> None:
     state = active()
-    after = apply(state, c.truncate(state, None))
+    after = apply(state, br.truncate(state, None))
     assert after.messages == []
     assert after.status == "created"
-    assert c.truncate(state, state.messages[-1].message_id) == []
-    assert c.truncate(fresh(), None) == []
+    assert br.truncate(state, state.messages[-1].message_id) == []
+    assert br.truncate(fresh(), None) == []
 
 
 def test_truncate_rejections() -> None:
     with pytest.raises(MessageNotFound):
-        c.truncate(active(), new_id())
+        br.truncate(active(), new_id())
     with pytest.raises(ConversationBusy):
-        c.truncate(running()[0], None)
+        br.truncate(running()[0], None)
 
 
 def test_truncated_messages_are_gone_from_the_branch_for_later_commands() -> None:
     state = active()
     gone = state.messages[1].message_id
-    state = apply(state, c.truncate(state, state.messages[0].message_id))
+    state = apply(state, br.truncate(state, state.messages[0].message_id))
     with pytest.raises(MessageNotFound):
-        c.truncate(state, gone)
+        br.truncate(state, gone)
 
 
 def test_regenerate_replaces_an_assistant_message_with_a_new_turn() -> None:
@@ -765,7 +766,7 @@ def test_fork_copies_the_branch_up_to_the_message_under_new_ids() -> None:
     source = exchange(active(), "second", "answer two")
     at = source.messages[1]
     other_owner, new_cid = new_id(), new_id()
-    event = c.fork(source, conversation_id=new_cid, owner_id=other_owner, at_message_id=at.message_id, new_id=new_id)
+    event = br.fork(source, conversation_id=new_cid, owner_id=other_owner, at_message_id=at.message_id, new_id=new_id)
     assert event.parent_conversation_id == CID
     assert event.forked_from_message_id == at.message_id
     assert event.owner_id == other_owner
@@ -782,20 +783,20 @@ def test_fork_copies_the_branch_up_to_the_message_under_new_ids() -> None:
 
 def test_fork_while_running_copies_finished_messages_but_not_the_streaming_one() -> None:
     source, assistant = running()
-    event = c.fork(
+    event = br.fork(
         source, conversation_id=new_id(), owner_id=OWNER, at_message_id=source.messages[2].message_id, new_id=new_id
     )
     assert len(event.messages) == 3
     with pytest.raises(MessageNotFinished):
-        c.fork(source, conversation_id=new_id(), owner_id=OWNER, at_message_id=assistant, new_id=new_id)
+        br.fork(source, conversation_id=new_id(), owner_id=OWNER, at_message_id=assistant, new_id=new_id)
 
 
 def test_fork_rejections() -> None:
     with pytest.raises(MessageNotFound):
-        c.fork(active(), conversation_id=new_id(), owner_id=OWNER, at_message_id=new_id(), new_id=new_id)
+        br.fork(active(), conversation_id=new_id(), owner_id=OWNER, at_message_id=new_id(), new_id=new_id)
     state = archived()
     with pytest.raises(ConversationArchived):
-        c.fork(
+        br.fork(
             state, conversation_id=new_id(), owner_id=OWNER, at_message_id=state.messages[0].message_id, new_id=new_id
         )
 
@@ -803,7 +804,7 @@ def test_fork_rejections() -> None:
 def test_a_fork_is_a_conversation_like_any_other() -> None:
     source = active()
     fork = given(
-        c.fork(
+        br.fork(
             source, conversation_id=new_id(), owner_id=OWNER, at_message_id=source.messages[0].message_id, new_id=new_id
         )
     )
