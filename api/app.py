@@ -11,7 +11,7 @@ from litestar import Litestar, Request, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from api import middleware
 from api.access.controller import GroupController, PromptAclController
@@ -87,7 +87,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Lites
             svc = Services(
                 settings=settings,
                 db=Database(engine),
-                redis=Redis.from_url(settings.redis.url),
+                # Waits for a free connection in a burst (300 turns publishing at once) rather than
+                # failing with "Too many connections"; idle SSE readers share one (infra.runs.stream).
+                redis=Redis.from_pool(BlockingConnectionPool.from_url(settings.redis.url, max_connections=100)),
             )
         app.state.services = svc
         try:

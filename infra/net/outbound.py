@@ -270,12 +270,17 @@ def guarded_client(
     )
 
 
+SDK_CONNECTION_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+"""The OpenAI and Anthropic SDKs' own pool limits (httpx2's default of 100 connections would cap a
+process at 100 concurrent streams to one provider)."""
+
+
 def guarded_client2(
     guard: OutboundGuard, *, credential_host: str | None = None, timeout_s: float = 600, follow_redirects: bool = True
 ) -> httpx2.AsyncClient:
     """An ``httpx2.AsyncClient`` (the OpenAI and Anthropic SDKs vendor httpx2) behind the guard."""
     return httpx2.AsyncClient(
-        transport=GuardedTransport2(guard, credential_host),
+        transport=GuardedTransport2(guard, credential_host, limits=SDK_CONNECTION_LIMITS),
         timeout=httpx2.Timeout(timeout_s, connect=10),
         follow_redirects=follow_redirects,
         trust_env=False,

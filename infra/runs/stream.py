@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 
 _ENCODER = msgspec.json.Encoder()
 _REPLAY_BATCH = 500
-TAIL_BLOCK_MS = 5_000
-"""Longest single ``XREAD BLOCK`` of the shared tailer (kept under the client's socket timeout);
-the tailer exits at most this long after its last reader left."""
+TAIL_BLOCK_MS = 2_000
+"""Longest single ``XREAD BLOCK`` of the shared tailer: under redis-py's default 5 s socket timeout
+(and under a smaller one set on the client); the tailer exits at most this long after its last
+reader left."""
 WAKE_TTL_S = 300
 RETRY_MAX_S = 2.0
 
@@ -104,7 +105,8 @@ class _Tailer:
         self._wake_cursor = "0-0"
         self._in_flight: dict[str, int] = {}  # key -> the cursor the blocked XREAD asked from
         self._task: asyncio.Task[None] | None = None
-        socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        kwargs = redis.connection_pool.connection_kwargs
+        socket_timeout = kwargs.get("socket_timeout", kwargs.get("orig_socket_timeout"))
         self.block_ms = TAIL_BLOCK_MS
         if socket_timeout:  # a blocked read must answer before the client gives up on the socket
             self.block_ms = max(1, min(TAIL_BLOCK_MS, int(float(socket_timeout) * 800)))

@@ -1,0 +1,202 @@
+"""The shared live tail of run streams (infra.runs.stream): many readers over a few Redis
+connections, readers coming and going, a key followed while the tail is blocked, a dropped
+connection, a key that is no longer a stream. Real Valkey; every reader must see seq 1..N once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ResponseError
+
+from domain.runs.events import MessageDelta, RunCompleted
+from domain.shared.ids import new_id
+from infra.runs import stream
+from infra.runs.stream import Frame, RunStreams, stream_key
+from infra.settings import Settings
+
+
+@pytest.fixture
+async def named(settings: Settings, redis: Redis) -> AsyncIterator[tuple[Redis, str]]:
+    """A client of its own with at most 20 connections (waiting for one when all are busy), named
+    so ``CLIENT LIST`` can count them."""
+    assert settings.redis.url
+    name = f"tail-{uuid.uuid4().hex[:12]}"
+    pool = BlockingConnectionPool.from_url(settings.redis.url, client_name=name, max_connections=20, timeout=5)
+    client = Redis(connection_pool=pool)
+    yield client, name
+    await client.aclose()
+
+
+async def connections(redis: Redis, name: str) -> list[dict[str, Any]]:
+    return [c for c in await redis.client_list() if c.get("name") == name]
+
+
+class Reader:
+    """``RunStreams.read`` drained in a task; ``frames`` fill as they come."""
+
+    def __init__(self, streams: RunStreams, run_id: uuid.UUID, after: int = 0, idle_s: float = 10.0) -> None:
+        self.frames: list[Frame] = []
+        self.idle = 0
+        self.gen = streams.read(run_id, after, idle_s=idle_s)
+        self.task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        async for frame in self.gen:
+            if frame is None:
+                self.idle += 1
+            else:
+                self.frames.append(frame)
+
+    @property
+    def seqs(self) -> list[int]:
+        return [f.seq for f in self.frames]
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def publish(streams: RunStreams, run_id: uuid.UUID, n: int, *, end: bool = False) -> None:
+    for _ in range(n):
+        await streams.publish(run_id, MessageDelta(message_id=run_id, text="x"))
+    if end:
+        await streams.publish(run_id, RunCompleted())
+
+
+async def finished(*readers: Reader) -> None:
+    done: Awaitable[Any] = asyncio.gather(*(r.task for r in readers))
+    await asyncio.wait_for(done, timeout=10)
+
+
+async def test_many_readers_share_a_few_connections(redis: Redis, named: tuple[Redis, str]) -> None:
+    client, name = named
+    streams = RunStreams(client, 60)
+    runs = [new_id() for _ in range(40)]
+    readers = [Reader(streams, run_id) for run_id in runs for _ in range(5)]  # 200 live readers
+    for run_id in runs:
+        await publish(streams, run_id, 1)
+    await until(lambda: all(r.seqs == [1] for r in readers))
+    # 200 readers blocked on new frames: one XREAD, not one connection each (the pool has 20).
+    live = await connections(redis, name)
+    assert len(live) <= 20
+    assert sum(c["cmd"] == "xread" for c in live) == 1  # the rest are idle in the pool
+    for run_id in runs:
+        await publish(streams, run_id, 3, end=True)
+    await finished(*readers)
+    assert all(r.seqs == [1, 2, 3, 4, 5] for r in readers)
+    assert all(r.frames[-1].type == "run.completed" for r in readers)
+
+
+async def test_a_reader_leaving_does_not_disturb_the_others(named: tuple[Redis, str]) -> None:
+    streams = RunStreams(named[0], 60)
+    run_id, other = new_id(), new_id()
+    leaver, stayer, elsewhere = Reader(streams, run_id), Reader(streams, run_id), Reader(streams, other)
+    await publish(streams, run_id, 2)
+    await publish(streams, other, 1)
+    await until(lambda: leaver.seqs == [1, 2] and stayer.seqs == [1, 2] and elsewhere.seqs == [1])
+    leaver.task.cancel()
+    await asyncio.gather(leaver.task, return_exceptions=True)
+    await leaver.gen.aclose()
+    await publish(streams, run_id, 2)
+    late = Reader(streams, run_id, after=3)  # joins at a position, after the leaver left
+    await publish(streams, run_id, 1, end=True)
+    await publish(streams, other, 1, end=True)
+    await finished(stayer, late, elsewhere)
+    assert leaver.seqs == [1, 2]
+    assert stayer.seqs == [1, 2, 3, 4, 5, 6]
+    assert late.seqs == [4, 5, 6]
+    assert elsewhere.seqs == [1, 2, 3]
+
+
+async def test_a_run_followed_while_the_tail_is_blocked_is_read_at_once(
+    named: tuple[Redis, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "TAIL_BLOCK_MS", 4_000)
+    streams = RunStreams(named[0], 60)
+    first, second = new_id(), new_id()
+    waiting = Reader(streams, first)
+    await publish(streams, first, 1)
+    await until(lambda: waiting.seqs == [1])
+    await asyncio.sleep(0.2)  # the tail is now blocked in XREAD on ``first`` only (for up to 4 s)
+    joined = Reader(streams, second)
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await publish(streams, second, 1)
+    await until(lambda: joined.seqs == [1], timeout=2.0)
+    assert time.monotonic() - started < 1.0  # woken, not after the block timed out
+    await publish(streams, first, 0, end=True)
+    await publish(streams, second, 0, end=True)
+    await finished(waiting, joined)
+    assert (waiting.seqs, joined.seqs) == ([1, 2], [1, 2])
+
+
+async def test_idle_readers_get_none_then_the_next_frame(named: tuple[Redis, str]) -> None:
+    streams = RunStreams(named[0], 60)
+    run_id = new_id()
+    reader = Reader(streams, run_id, idle_s=0.1)
+    await until(lambda: reader.idle >= 2)
+    await publish(streams, run_id, 1, end=True)
+    await finished(reader)
+    assert reader.seqs == [1, 2]
+
+
+async def test_a_silent_run_outlasts_the_socket_timeout(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    assert settings.redis.url
+    client = Redis.from_url(settings.redis.url, socket_timeout=1)
+    try:
+        streams = RunStreams(client, 60)
+        run_id = new_id()
+        reader = Reader(streams, run_id, idle_s=10)
+        await asyncio.sleep(2.5)  # silent for longer than the socket timeout: the tail's reads stay under it
+        await publish(streams, run_id, 1, end=True)
+        await finished(reader)
+        assert reader.seqs == [1, 2]
+        assert reader.idle == 0
+        assert not [r for r in caplog.records if r.name == "infra.runs.stream"]  # no timeout, no retry
+    finally:
+        await client.aclose()
+
+
+async def test_the_tail_survives_a_dropped_connection(redis: Redis, named: tuple[Redis, str]) -> None:
+    client, name = named
+    streams = RunStreams(client, 60)
+    runs = [new_id(), new_id()]
+    readers = [Reader(streams, run_id) for run_id in runs]
+    for run_id in runs:
+        await publish(streams, run_id, 2)
+    await until(lambda: all(r.seqs == [1, 2] for r in readers))
+    await asyncio.sleep(0.1)
+    blocked = [c for c in await connections(redis, name) if c["cmd"] == "xread"]
+    assert len(blocked) == 1
+    assert await redis.client_kill_filter(_id=blocked[0]["id"]) == 1
+    for run_id in runs:
+        await publish(streams, run_id, 3, end=True)
+    await finished(*readers)
+    assert all(r.seqs == [1, 2, 3, 4, 5, 6] for r in readers)
+
+
+async def test_a_key_that_is_no_longer_a_stream_fails_only_its_readers(redis: Redis, named: tuple[Redis, str]) -> None:
+    streams = RunStreams(named[0], 60)
+    broken, fine = new_id(), new_id()
+    doomed, healthy = Reader(streams, broken), Reader(streams, fine)
+    await publish(streams, fine, 1)
+    await until(lambda: healthy.seqs == [1])
+    await redis.set(stream_key(broken), "not a stream")
+    third = new_id()
+    waker = Reader(streams, third)  # a new key wakes the tail: its next XREAD meets the string
+    with pytest.raises(ResponseError):
+        await asyncio.wait_for(doomed.task, timeout=5)
+    await publish(streams, fine, 1, end=True)
+    await publish(streams, third, 0, end=True)
+    await finished(healthy, waker)
+    assert healthy.seqs == [1, 2, 3]
+    assert waker.seqs == [1]
