@@ -94,7 +94,7 @@ async def model_of(
     http: httpx.AsyncClient, who: User, base_url: str, scenario: str, kind: str = "openai", tools: bool = False
 ) -> str:
     """A model of ``scenario`` on a new provider of ``kind`` (``tools``: it declares tool use)."""
-    label = f"{scenario}-{kind}-{'tools' if tools else 'plain'}"
+    label = f"{scenario}-{kind}-tools" if tools else f"{scenario}-{kind}"
     body: dict[str, Any] = {"name": f"p-{label}", "kind": kind, "base_url": base_url, "api_key": "sk-test"}
     provider = await http.post("/api/v1/providers", json=body, headers=who.headers)
     assert provider.status_code == 201, provider.text
