@@ -45,7 +45,6 @@ from domain.shared.ids import new_id
 from domain.shared.principal import Principal
 from infra.access import acl
 from infra.chat import commands
-from infra.chat.approvals import ApprovalSignals
 from infra.chat.turn import TurnWork
 from infra.db.tables.chat import messages as mt
 from infra.runs import runner as rr
@@ -135,7 +134,6 @@ async def start_turn(
         info=info,
         meta=msgspec.structs.replace(meta, causation_id=str(run_id)),
         gateway=services.mcp_gateway(),
-        signals=ApprovalSignals(services.redis),
         max_tool_rounds=services.settings.chat_max_tool_rounds,
         approval_timeout_s=services.settings.approval_timeout_s,
     )

@@ -4,7 +4,7 @@ approval, and deciding one.
 Anyone who may read the run's conversation sees its approvals; deciding needs the editor role on it
 (viewers get 403, everyone else the run's 404). A decision is recorded in the conversation's stream
 (``domain.chat.turns.decide_approval``, one write transaction, audited with the request's metadata)
-and then wakes the waiting run (``infra.chat.approvals``), which publishes ``approval.decided`` and
+and then nudges the waiting run (``infra.chat.approvals``), which publishes ``approval.decided`` and
 runs or refuses the call. Deciding twice, or after the run ended, is 409 ``approval_decided``.
 """
 
@@ -29,7 +29,8 @@ from domain.chat.errors import ToolCallNotFound, ToolCallNotPending
 from domain.shared.errors import Conflict, NotFound
 from domain.shared.principal import Principal
 from infra.chat import commands
-from infra.chat.approvals import ApprovalSignals, run_tool_calls
+from infra.chat.approvals import run_tool_calls
+from infra.runs import runner as rr
 
 ApprovalStatus = Literal["pending", "approved", "denied"]
 ApprovalId = Annotated[uuid.UUID, PathParameter(description="The approval's id (UUID), from `approval.requested`.")]
@@ -166,5 +167,6 @@ class RunApprovalController(Controller):
             except (ToolCallNotFound, ToolCallNotPending):
                 raise ApprovalDecided() from None
             await commands.append(session, run.conversation_id, loaded, events, meta)
-        await ApprovalSignals(services.redis).notify(run_id)
+        if services.runner is None or not services.runner.nudge_local(run_id):
+            await rr.notify_nudge(services.redis, run_id)  # the run lives in another process
         return next(a for a in await _approvals(services, principal, run_id) if a.id == approval_id)

@@ -39,7 +39,7 @@ from domain.runs.events import ApprovalDecided, ApprovalRequested, RunEvent
 from domain.runs.events import ToolCallCompleted as ToolCallCompletedEvent
 from domain.shared.events import Event
 from domain.shared.principal import Principal
-from infra.chat.approvals import POLL_S, ApprovalSignals
+from infra.chat.approvals import POLL_S
 
 Decide = Callable[[ConversationState], Sequence[Event]]
 Record = Callable[[Decide], Awaitable[ConversationState]]
@@ -85,7 +85,8 @@ class ToolRound:
     """Runs one round of tool calls for the assistant message ``message_id`` of run ``run_id``."""
 
     gateway: ToolGateway | None
-    signals: ApprovalSignals | None
+    wait: Callable[[float], Awaitable[None]]
+    """Wait up to the given seconds for a nudge (``RunContext.wait_nudge``)."""
     principal: Principal
     conversation_id: uuid.UUID
     message_id: uuid.UUID
@@ -181,19 +182,17 @@ class ToolRound:
         """Wait until the call is approved or denied; deny it as the system once the timeout passes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.approval_timeout_s
-        assert self.signals is not None
-        async with self.signals.listening(self.run_id) as wait:
-            while True:
-                call = (await self.load()).tool_calls.get(tool_call_id)
-                if call is None:
-                    raise RuntimeError(f"tool call {tool_call_id} left the running turn")
-                if call.status != "awaiting_approval":
-                    return call
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    await self.record(lambda s: _deny_if_pending(s, tool_call_id, TIMEOUT_REASON))
-                    continue
-                await wait(min(remaining, POLL_S))
+        while True:
+            call = (await self.load()).tool_calls.get(tool_call_id)
+            if call is None:
+                raise RuntimeError(f"tool call {tool_call_id} left the running turn")
+            if call.status != "awaiting_approval":
+                return call
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                await self.record(lambda s: _deny_if_pending(s, tool_call_id, TIMEOUT_REASON))
+                continue
+            await self.wait(min(remaining, POLL_S))
 
     async def refuse(self, calls: Sequence[ToolCall], *, text: str) -> None:
         """Record ``calls`` (made after ``text``) as denied by the system: the turn ends at its

@@ -66,7 +66,6 @@ from domain.shared.errors import ConcurrencyConflict
 from domain.shared.events import Event, EventMetadata
 from domain.shared.principal import Principal
 from infra.chat import commands, titles
-from infra.chat.approvals import ApprovalSignals
 from infra.chat.tools import ToolRound, definitions, offered_tools
 from infra.db.engine import Database
 from infra.llm.metering import MeteredChatModel, UsageRecorder
@@ -140,7 +139,7 @@ class _Response:
 @dataclass(frozen=True, slots=True)
 class TurnWork:
     """The work of one chat run; ``model`` and ``info`` were resolved when the turn was posted.
-    Without a ``gateway`` (or ``signals`` for manual approvals) the model is offered no tools."""
+    Without a ``gateway`` the model is offered no tools."""
 
     db: Database
     usage_sink: UsageRecorder
@@ -151,7 +150,6 @@ class TurnWork:
     info: ModelInfo
     meta: EventMetadata
     gateway: ToolGateway | None = None
-    signals: ApprovalSignals | None = None
     max_tool_rounds: int = 10
     approval_timeout_s: float = 600.0
     _writes: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -238,7 +236,7 @@ class TurnWork:
             metered = MeteredChatModel(self.model, self.usage_sink, self._usage_context(ctx, "chat"))
             tool_round = ToolRound(
                 gateway=self.gateway,
-                signals=self.signals,
+                wait=ctx.wait_nudge,
                 principal=self.principal,
                 conversation_id=self.conversation_id,
                 message_id=self.message_id,

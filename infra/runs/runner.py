@@ -50,6 +50,8 @@ from infra.runs.stream import RunStreams
 log = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "liteskill:run-cancel"
+NUDGE_CHANNEL = "liteskill:run-nudge"
+"""Wakes a run's work that waits for something recorded elsewhere (a tool-call approval)."""
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
 KINDS = frozenset({"chat", "agent", "team", "ingestion"})
 
@@ -134,6 +136,11 @@ async def notify_cancel(redis: Redis, run_id: uuid.UUID) -> None:
     await redis.publish(CANCEL_CHANNEL, str(run_id))
 
 
+async def notify_nudge(redis: Redis, run_id: uuid.UUID) -> None:
+    """Wake the run's work in whichever process runs it (``RunContext.wait_nudge``)."""
+    await redis.publish(NUDGE_CHANNEL, str(run_id))
+
+
 class RunContext:
     """What the work of a run may do: publish non-terminal events, watch ``cancelled``, record
     usage, and ``checkpoint`` (persist ``last_seq`` and usage in the row)."""
@@ -145,6 +152,18 @@ class RunContext:
         self.usage: dict[str, Any] | None = None
         self.last_seq = 0
         self._runner = runner
+        self._nudged = asyncio.Event()
+
+    def nudge(self) -> None:
+        self._nudged.set()
+
+    async def wait_nudge(self, timeout_s: float) -> None:
+        """Return when the run is nudged (``notify_nudge``, from any process) or after ``timeout_s``.
+        A nudge is a hint to look again, never the news itself: callers re-read what they wait for."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                await self._nudged.wait()
+        self._nudged.clear()
 
     async def publish(self, event: RunEvent) -> int:
         if is_terminal(event):
@@ -204,7 +223,8 @@ class RunRunner:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def listen(self) -> None:
-        """Start following cancel requests published by any process (idempotent)."""
+        """Start following cancel requests and nudges published by any process (idempotent); one
+        subscription per process, however many runs it holds."""
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="liteskill-run-cancel")
 
@@ -229,6 +249,14 @@ class RunRunner:
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
         return task
 
+    def nudge_local(self, run_id: uuid.UUID) -> bool:
+        """Nudge the run's work if this process runs it."""
+        active = self._active.get(run_id)
+        if active is None:
+            return False
+        active.ctx.nudge()
+        return True
+
     def cancel_local(self, run_id: uuid.UUID) -> bool:
         """Cancel the run's work if this process runs it."""
         active = self._active.get(run_id)
@@ -243,14 +271,18 @@ class RunRunner:
         while True:
             try:
                 async with self.streams.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(CANCEL_CHANNEL)
+                    await pubsub.subscribe(CANCEL_CHANNEL, NUDGE_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
                             continue
-                        data = message.get("data")
+                        data, channel = message.get("data"), message.get("channel")
                         with contextlib.suppress(ValueError, AttributeError):
                             raw = data.decode() if isinstance(data, bytes) else str(data)
-                            self.cancel_local(uuid.UUID(raw))
+                            name = channel.decode() if isinstance(channel, bytes) else str(channel)
+                            if name == NUDGE_CHANNEL:
+                                self.nudge_local(uuid.UUID(raw))
+                            else:
+                                self.cancel_local(uuid.UUID(raw))
             except asyncio.CancelledError:
                 raise
             except Exception:
