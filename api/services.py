@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -14,10 +15,12 @@ from infra.identity.passwords import PasswordHasher
 from infra.identity.tokens import TokenSigner
 from infra.llm.metering import UsageSink
 from infra.llm.registry import Registry
-from infra.mcp.gateway import McpGateway
 from infra.runs.runner import RunRunner
 from infra.runs.stream import RunStreams
 from infra.settings import Settings
+
+if TYPE_CHECKING:  # the MCP SDK loads with the gateway, on first use
+    from infra.mcp.gateway import McpGateway
 
 
 @dataclass(slots=True)
@@ -71,12 +74,15 @@ class Services:
             self.registry = Registry(load_kek(self.settings), OutboundGuard(llm.outbound_allow), policy)
         return self.registry
 
-    mcp: McpGateway | None = None
+    mcp: Any = None
+    """The ``McpGateway`` once made (typed ``Any``: the handlers' signature model resolves these
+    fields at runtime, and naming the class would load the MCP SDK with the app)."""
 
     def mcp_gateway(self) -> McpGateway:
         """The MCP gateway (infra.mcp.gateway) over the servers in the database; closed at shutdown."""
         if self.mcp is None:
             from infra.mcp.directory import DbServerDirectory
+            from infra.mcp.gateway import McpGateway
             from infra.mcp.ledger import DbRecorder
             from infra.net.outbound import OutboundGuard
             from infra.secrets.service import load_kek
@@ -84,7 +90,8 @@ class Services:
             allow = self.settings.llm.outbound_allow
             directory = DbServerDirectory(self.db, load_kek(self.settings), allow)
             self.mcp = McpGateway(directory, recorder=DbRecorder(self.db), guard=OutboundGuard(allow))
-        return self.mcp
+        gateway: McpGateway = self.mcp
+        return gateway
 
     runner: RunRunner | None = None
     streams: RunStreams | None = None

@@ -133,7 +133,7 @@ async def start_turn(
         model=model,
         info=info,
         meta=msgspec.structs.replace(meta, causation_id=str(run_id)),
-        gateway=services.mcp_gateway(),
+        gateway=services.mcp_gateway() if state.tools.mcp_server_ids else None,
         max_tool_rounds=services.settings.chat_max_tool_rounds,
         approval_timeout_s=services.settings.approval_timeout_s,
     )

@@ -33,7 +33,7 @@ from domain.mcp.types import McpServerConfig, ToolInfo
 from domain.shared.principal import Principal
 from infra.db.tables.mcp import mcp_servers as t
 from infra.mcp import servers as srv
-from infra.mcp.gateway import McpUnavailable
+from infra.mcp.calls import McpUnavailable
 from infra.net.outbound import OutboundGuard
 from infra.secrets.service import load_kek
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -13,7 +14,6 @@ from sqlalchemy import text
 
 from api.errors import ApiError
 from api.services import Services
-from infra.db.migrate import current_revisions, head_revisions
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,23 @@ class Readiness(msgspec.Struct, kw_only=True):
     checks: ReadinessChecks
 
 
-_HEADS = head_revisions()
+@functools.cache
+def _heads() -> frozenset[str]:
+    """The migrations' heads, read once (alembic loads with the first readiness check)."""
+    from infra.db.migrate import head_revisions
+
+    return frozenset(head_revisions())
 
 
 async def _check_database(services: Services) -> tuple[str, str]:
+    from infra.db.migrate import current_revisions
+
     try:
+        heads = _heads()
         async with services.db.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
             current = await current_revisions(conn)
-        return "ok", ("ok" if current == _HEADS else f"at {sorted(current) or 'none'}, head is {sorted(_HEADS)}")
+        return "ok", ("ok" if current == heads else f"at {sorted(current) or 'none'}, head is {sorted(heads)}")
     except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
         log.warning("database not ready: %s", exc)
         return "unreachable", "unknown"

@@ -5,14 +5,17 @@ host; and the connection test (``probe``)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import openai
 
-from infra.llm.bedrock_chat import BedrockAccount, BedrockClients
+if TYPE_CHECKING:  # the Anthropic SDK and boto3 load with the first provider that needs them
+    import anthropic
+
+    from infra.llm.bedrock_chat import BedrockClients
 from infra.llm.providers import Provider, effective_url
 from infra.net.outbound import OutboundBlocked, OutboundGuard, blocked_cause, guarded_client2
 
@@ -57,7 +60,9 @@ class Connection:
         )
 
     def anthropic(self, *, timeout_s: float = 600) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(
+        import anthropic as sdk
+
+        return sdk.AsyncAnthropic(
             api_key=self.api_key,
             base_url=self.base_url,
             default_headers=self.headers,
@@ -68,6 +73,8 @@ class Connection:
         )
 
     def bedrock(self, *, timeout_s: float = 600) -> BedrockClients:
+        from infra.llm.bedrock_chat import BedrockAccount, BedrockClients
+
         s = self.provider.settings
         account = BedrockAccount(
             region=str(s.get("region") or "us-east-1"),
@@ -89,19 +96,22 @@ class Probe:
     error_message: str | None = None
 
 
+_KINDS = (
+    ("AuthenticationError", "authentication"),
+    ("PermissionDeniedError", "permission"),
+    ("NotFoundError", "not_found"),
+    ("APITimeoutError", "timeout"),
+    ("APIConnectionError", "connection"),
+    ("APIStatusError", "upstream"),
+)
+
+
 def _error_kind(exc: BaseException) -> str:
-    if isinstance(exc, openai.AuthenticationError | anthropic.AuthenticationError):
-        return "authentication"
-    if isinstance(exc, openai.PermissionDeniedError | anthropic.PermissionDeniedError):
-        return "permission"
-    if isinstance(exc, openai.NotFoundError | anthropic.NotFoundError):
-        return "not_found"
-    if isinstance(exc, openai.APITimeoutError | anthropic.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
-        return "connection"
-    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
-        return "upstream"
+    # An Anthropic SDK error means the SDK is loaded; it is not imported just to be compared with.
+    sdks: list[Any] = [openai, *([sys.modules["anthropic"]] if "anthropic" in sys.modules else [])]
+    for name, kind in _KINDS:
+        if any(isinstance(exc, getattr(sdk, name)) for sdk in sdks):
+            return kind
     return "unknown"
 
 

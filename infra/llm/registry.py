@@ -21,9 +21,6 @@ from domain.shared.principal import Principal
 from infra.access import acl
 from infra.db.tables.llm import models, providers
 from infra.llm import providers as prov
-from infra.llm.anthropic_chat import AnthropicChatModel
-from infra.llm.bedrock_chat import BedrockChatModel
-from infra.llm.bedrock_embeddings import BedrockEmbeddingModel, BedrockReranker
 from infra.llm.clients import Connection
 from infra.llm.openai_chat import MaxTokensField, OpenAIChatModel
 from infra.llm.openai_embeddings import OpenAIEmbeddingModel
@@ -126,8 +123,12 @@ class Registry:
                 field: MaxTokensField = "max_completion_tokens" if conn.provider.kind == "openai" else "max_tokens"
                 built = OpenAIChatModel(conn.openai(), policy=self.policy, max_tokens_field=field)
             elif conn.provider.kind == "anthropic":
+                from infra.llm.anthropic_chat import AnthropicChatModel  # the SDK loads on first use
+
                 built = AnthropicChatModel(conn.anthropic(), self.policy, info.max_output_tokens or 4096)
             else:
+                from infra.llm.bedrock_chat import BedrockChatModel  # boto3 loads on first use
+
                 built = BedrockChatModel(conn.bedrock(), self.policy)
             self._cache[key] = built
         return self._cache[key], info
@@ -142,6 +143,8 @@ class Registry:
                 client = conn.openai(timeout_s=120, max_retries=2)
                 built = OpenAIEmbeddingModel(client, info.upstream_id, dimensions=info.dimensions)
             elif conn.provider.kind == "bedrock":
+                from infra.llm.bedrock_embeddings import BedrockEmbeddingModel
+
                 built = BedrockEmbeddingModel(conn.bedrock(timeout_s=60), info.upstream_id, dimensions=info.dimensions)
             else:
                 raise Invalid("This provider kind serves no embedding models.", code="model_kind_mismatch")
@@ -155,6 +158,8 @@ class Registry:
         if conn is not None:
             built: Reranker
             if conn.provider.kind == "bedrock":
+                from infra.llm.bedrock_embeddings import BedrockReranker
+
                 built = BedrockReranker(conn.bedrock(timeout_s=60), info.upstream_id)
             elif conn.base_url is not None and conn.provider.kind in ("openai", "openai_compatible"):
                 built = HttpReranker(

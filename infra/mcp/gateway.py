@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import jsonschema  # type: ignore[import-untyped]  # (no stubs; a dependency of mcp)
 import msgspec
@@ -31,39 +31,15 @@ from domain.mcp import naming
 from domain.mcp.approval import server_approval
 from domain.mcp.ports import ServerDirectory, ToolGateway
 from domain.mcp.types import CallContext, McpServerConfig, ToolInfo, ToolResult, ToolStatus
-from domain.shared.errors import DomainError
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal
+from infra.mcp.calls import McpUnavailable, ToolCallRecord, ToolCallRecorder
 from infra.mcp.connections import ConnectFailed, Connection
 from infra.net.outbound import OutboundBlocked, OutboundGuard, blocked_cause
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RESULT_BYTES = 256 * 1024
-
-
-class McpUnavailable(DomainError):
-    """The MCP server could not be reached or did not answer as an MCP server."""
-
-    code = "mcp_unavailable"
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallRecord:
-    """One tool call, as the ledger stores it."""
-
-    call_id: uuid.UUID
-    principal: Principal
-    server_id: uuid.UUID | None
-    server_name: str
-    tool: str
-    arguments: dict[str, Any]
-    result: ToolResult
-    context: CallContext
-
-
-class ToolCallRecorder(Protocol):
-    async def record(self, call: ToolCallRecord) -> None: ...
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from infra.db.engine import Database
 from infra.db.tables.mcp import tool_calls
 from infra.eventstore.postgres import PostgresEventStore
 from infra.identity.accounts import record
-from infra.mcp.gateway import ToolCallRecord
+from infra.mcp.calls import ToolCallRecord
 
 SUMMARY_CHARS = 500
 MAX_ARGUMENTS_BYTES = 16 * 1024
