@@ -1,0 +1,67 @@
+"""A chat turn's stream as browsers use it, against both provider styles (OpenAI and Anthropic
+fakes, a loopback uvicorn server): one tab drops its connection mid-answer and resumes with
+Last-Event-ID while a second user with access watches the whole run; nothing is lost or repeated,
+and both see the same frames as a replay of the finished run."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.anthropic_server import FakeAnthropicServer
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.integration import test_chat_turns as turns_tests
+from tests.integration.test_access import User
+from tests.integration.test_chat_turns import C, check_stream, conversation_of, messages, model_of, post
+from tests.integration.test_runs import read_frames
+
+openai_fake = turns_tests.openai_fake
+anthropic_fake = turns_tests.anthropic_fake
+services = turns_tests.services
+app = turns_tests.app
+http = turns_tests.http
+ada = turns_tests.ada
+bob = turns_tests.bob
+
+
+def framed(frames: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
+    return [(int(f["id"]), f["event"], f["data"]) for f in frames if "id" in f]
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_a_dropped_tab_resumes_without_loss_while_another_user_watches(
+    http: httpx.AsyncClient,
+    ada: User,
+    bob: User,
+    openai_fake: FakeOpenAIServer,
+    anthropic_fake: FakeAnthropicServer,
+    kind: str,
+) -> None:
+    fake: Any = openai_fake if kind == "openai" else anthropic_fake
+    model = await model_of(http, ada, fake.base_url, "slow", kind=kind)
+    cid = await conversation_of(http, ada, model, title="Streams")
+    grant = {"grantee_type": "user", "grantee_id": bob.id, "role": "viewer"}
+    assert (await http.post(f"{C}/{cid}/acl", json=grant, headers=ada.headers)).status_code == 201
+    run_id = (await post(http, ada, cid, "Talk slowly"))["run"]["id"]
+    url = f"/api/v1/runs/{run_id}/events"
+    watcher = asyncio.create_task(read_frames(http, url, bob.headers))  # the viewer, start to end
+
+    head = framed(await read_frames(http, url, ada.headers, stop_after=8))  # then the tab drops
+    resumed_at = head[-1][0]
+    middle = framed(await read_frames(http, url, {**ada.headers, "Last-Event-ID": str(resumed_at)}, stop_after=8))
+    assert middle[0][0] == resumed_at + 1
+    assert (await http.post(f"/api/v1/runs/{run_id}/cancel", headers=ada.headers)).status_code == 202
+    tail = framed(await read_frames(http, f"{url}?after={middle[-1][0]}", ada.headers))
+
+    seen_by_ada = head + middle + tail
+    seen_by_bob = framed(await asyncio.wait_for(watcher, 60))
+    assert seen_by_ada == seen_by_bob
+    assert [seq for seq, _, _ in seen_by_ada] == list(range(1, len(seen_by_ada) + 1))
+    replay = await read_frames(http, url, ada.headers)
+    assert framed(replay) == seen_by_ada
+    streamed = check_stream(replay, "run.cancelled")
+    assert len(streamed) > 0
+    assert (await messages(http, ada, cid))[1]["content"] == streamed  # the cancelled turn keeps it all
