@@ -136,10 +136,18 @@ async def test_auto_tool_calls_run_through_the_gateway_and_the_model_answers_wit
     assert "call_0_1" in wire
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
 async def test_a_manual_call_waits_until_an_editor_approves_it(
-    http: httpx.AsyncClient, ada: User, bob: User, openai_fake: FakeOpenAIServer, mcp_url: str
+    http: httpx.AsyncClient,
+    ada: User,
+    bob: User,
+    openai_fake: FakeOpenAIServer,
+    anthropic_fake: FakeAnthropicServer,
+    mcp_url: str,
+    kind: str,
 ) -> None:
-    cid = await agent_chat(http, ada, openai_fake.base_url, mcp_url, server_approval="manual")
+    fake: Any = openai_fake if kind == "openai" else anthropic_fake
+    cid = await agent_chat(http, ada, fake.base_url, mcp_url, server_approval="manual", kind=kind)
     posted = await post(http, ada, cid, script(("tools__echo", {"text": "approved"})))
     run_id = posted["run"]["id"]
     requested = await until_approval(http, ada, run_id)
