@@ -20,8 +20,16 @@ import argparse
 import asyncio
 import contextlib
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.http.run import http_only  # noqa: E402
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -46,15 +54,7 @@ async def _read_body(receive: Any) -> bytes:
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] != "http":
+    if not await http_only(scope, receive, send):
         return
     body = json.loads(await _read_body(receive) or b"{}")
     if scope["method"] != "POST" or scope["path"] != "/v1/chat/completions":

@@ -38,8 +38,9 @@ RESULTS = ROOT / "bench" / "results" / "http.json"
 # --- servers ------------------------------------------------------------------------------------
 
 
-async def baseline_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The floor: a bare ASGI callable answering every request with the health body."""
+async def http_only(scope: dict[str, Any], receive: Any, send: Any) -> bool:
+    """For bare ASGI callables: answer the lifespan protocol (until shutdown) and say whether
+    ``scope`` is an HTTP request to serve."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -47,8 +48,13 @@ async def baseline_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] != "http":
+                return False
+    return bool(scope["type"] == "http")
+
+
+async def baseline_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The floor: a bare ASGI callable answering every request with the health body."""
+    if not await http_only(scope, receive, send):
         return
     await send(
         {
