@@ -39,6 +39,7 @@ from api.runs.schemas import Run
 from api.services import Services
 from domain.chat import turns
 from domain.chat.conversation import CONTENT_MAX, ConversationState
+from domain.chat.conversation import fold as chat_fold
 from domain.chat.errors import ConversationNotFound
 from domain.shared.events import Event
 from domain.shared.ids import new_id
@@ -113,14 +114,17 @@ async def start_turn(
         if model_id is None:
             raise ApiError(422, "model_not_set", "The conversation has no model: set its model_id first.")
         model, info = await services.llm_registry().chat_model(session, principal, model_id)
+        runner = services.runs()
         run_id = await rr.create_run(
             session,
             tenant_id=principal.tenant_id,
             kind="chat",
             conversation_id=conversation_id,
             created_by=principal.user_id,
+            claimed_by=runner,
         )
-        await commands.append(session, conversation_id, loaded, decide(state, run_id), meta)
+        events = decide(state, run_id)
+        await commands.append(session, conversation_id, loaded, events, meta)
         row = (await session.execute(select(mt).where(mt.c.id == message_id))).one()
         run = await rr.load_run(session, run_id)
         assert run is not None
@@ -134,10 +138,11 @@ async def start_turn(
         info=info,
         meta=msgspec.structs.replace(meta, causation_id=str(run_id)),
         gateway=services.mcp_gateway() if state.tools.mcp_server_ids else None,
+        posted=chat_fold(events, state),
         max_tool_rounds=services.settings.chat_max_tool_rounds,
         approval_timeout_s=services.settings.approval_timeout_s,
     )
-    services.runs().start(run_id, work)
+    runner.start(run_id, work, claimed=run)
     return PostedMessage(message=_message(row), run=to_schema(run))
 
 

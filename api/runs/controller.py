@@ -134,7 +134,8 @@ async def sse_response(services: Services, run_id: uuid.UUID, position: int = 0,
     the terminal event); 410 ``stream_expired`` when that position is no longer retained."""
     streams = services.run_streams()
     try:
-        await streams.check(run_id, position, finished=finished)
+        if position or finished:  # from the start of a live run nothing can have expired yet
+            await streams.check(run_id, position, finished=finished)
     except StreamExpired:
         raise ApiError(410, "stream_expired", StreamExpired.__doc__ or "stream expired") from None
     frames = streams.read(run_id, position, finished=finished, idle_s=PING_INTERVAL_S)

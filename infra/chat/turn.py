@@ -150,6 +150,9 @@ class TurnWork:
     info: ModelInfo
     meta: EventMetadata
     gateway: ToolGateway | None = None
+    posted: ConversationState | None = None
+    """The conversation as the post left it (saves reading it again when the work starts; while
+    the turn runs, nothing the work reads from it can change)."""
     max_tool_rounds: int = 10
     approval_timeout_s: float = 600.0
     _writes: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -224,7 +227,7 @@ class TurnWork:
     async def __call__(self, ctx: RunContext) -> None:
         progress = _Progress()
         try:
-            state = await self._load()
+            state = self.posted if self.posted is not None else await self._load()
             capable = bool(self.info.capabilities.get("tools"))
             offered = await offered_tools(self.gateway, self.principal, state, capable=capable)
             history = build_context(

@@ -71,6 +71,7 @@ class Run:
     cancel_requested_at: datetime | None
     usage: dict[str, Any] | None
     error: dict[str, Any] | None
+    lease_owner: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -92,6 +93,7 @@ def run_of(row: Any) -> Run:
         cancel_requested_at=row.cancel_requested_at,
         usage=row.usage,
         error=row.error,
+        lease_owner=row.lease_owner,
     )
 
 
@@ -102,14 +104,27 @@ async def create_run(
     kind: str,
     conversation_id: uuid.UUID | None = None,
     created_by: uuid.UUID | None = None,
+    claimed_by: RunRunner | None = None,
 ) -> uuid.UUID:
-    """Insert a queued run in the caller's transaction; start it with ``RunRunner.start`` after commit."""
+    """Insert a run in the caller's transaction; start it with ``RunRunner.start`` after commit.
+
+    ``claimed_by``: the runner of this process that will start it right after commit. The run is
+    then inserted already running under that runner's lease (no second write to claim it), so if
+    the process dies before it starts, the reaper ends it like any run whose lease expired."""
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
     run_id = new_id()
+    values: dict[str, Any] = {}
+    if claimed_by is not None:
+        values = {
+            "status": "running",
+            "started_at": func.now(),
+            "lease_owner": claimed_by.owner,
+            "lease_expires_at": func.now() + timedelta(seconds=claimed_by.lease_s),
+        }
     await session.execute(
         insert(runs).values(
-            id=run_id, tenant_id=tenant_id, kind=kind, conversation_id=conversation_id, created_by=created_by
+            id=run_id, tenant_id=tenant_id, kind=kind, conversation_id=conversation_id, created_by=created_by, **values
         )
     )
     return run_id
@@ -242,8 +257,14 @@ class RunRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    def start(self, run_id: uuid.UUID, work: Work) -> asyncio.Task[str]:
-        """Run ``work`` for a queued run; the task's result is the run's final status."""
+    def start(self, run_id: uuid.UUID, work: Work, *, claimed: Run | None = None) -> asyncio.Task[str]:
+        """Run ``work`` for a queued run, or for a run created ``claimed_by`` this runner (pass the
+        row as ``claimed``: it is registered at once, so a cancel arriving before the task's first
+        step is not missed); the task's result is the run's final status."""
+        if claimed is not None:
+            if claimed.lease_owner != self.owner:
+                raise ValueError("the run is not claimed by this runner")
+            self._active[run_id] = _Active(ctx=RunContext(self, claimed))
         task = asyncio.create_task(self._execute(run_id, work), name=f"liteskill-run-{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
@@ -308,13 +329,15 @@ class RunRunner:
         return run_of(row) if row is not None else None
 
     async def _execute(self, run_id: uuid.UUID, work: Work) -> str:
-        run = await self._claim(run_id)
-        if run is None:
-            log.warning("run not started: not queued", extra={"run_id": str(run_id)})
-            return "skipped"
-        ctx = RunContext(self, run)
-        active = _Active(ctx=ctx)
-        self._active[run_id] = active
+        active = self._active.get(run_id)
+        if active is None:
+            run = await self._claim(run_id)
+            if run is None:
+                log.warning("run not started: not queued", extra={"run_id": str(run_id)})
+                return "skipped"
+            active = _Active(ctx=RunContext(self, run))
+            self._active[run_id] = active
+        ctx, run = active.ctx, active.ctx.run
         status, error = "completed", None
         try:
             ctx.last_seq = await self.streams.publish(run_id, RunStarted(kind=run.kind))
