@@ -81,26 +81,20 @@ def _status(call: dict[str, Any]) -> ApprovalStatus:
     return "denied" if status == "denied" else "approved"
 
 
-async def _approvals(services: Services, principal: Principal, run_id: uuid.UUID) -> list[Approval]:
-    async with services.db.read() as session:
-        await visible_run(session, principal, run_id, "read")
-        calls = await run_tool_calls(session, run_id)
-    return [
-        Approval(
-            id=uuid.UUID(str(call["approval_id"])),
-            run_id=run_id,
-            conversation_id=conversation_id,
-            message_id=message_id,
-            tool_call_id=str(call["tool_call_id"]),
-            name=str(call["name"]),
-            arguments=dict(call.get("arguments") or {}),
-            status=_status(call),
-            decided_by=call.get("decided_by"),
-            reason=call.get("reason"),
-        )
-        for conversation_id, message_id, call in calls
-        if call.get("approval_id")
-    ]
+def _approval(run_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID, call: dict[str, Any]) -> Approval:
+    """An approval from a stored tool call (``domain.chat.events.ToolCallRecord`` as JSON)."""
+    return Approval(
+        id=uuid.UUID(str(call["approval_id"])),
+        run_id=run_id,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        tool_call_id=str(call["tool_call_id"]),
+        name=str(call["name"]),
+        arguments=dict(call.get("arguments") or {}),
+        status=_status(call),
+        decided_by=call.get("decided_by"),
+        reason=call.get("reason"),
+    )
 
 
 class RunApprovalController(Controller):
@@ -117,7 +111,10 @@ class RunApprovalController(Controller):
     async def list_approvals(
         self, services: NamedDependency[Services], principal: NamedDependency[Principal], run_id: RunId
     ) -> ApprovalList:
-        approvals = await _approvals(services, principal, run_id)
+        async with services.db.read() as session:
+            await visible_run(session, principal, run_id, "read")
+            calls = await run_tool_calls(session, run_id)
+        approvals = [_approval(run_id, cid, mid, call) for cid, mid, call in calls if call.get("approval_id")]
         approvals.sort(key=lambda a: a.status != "pending")
         return ApprovalList(data=approvals, has_more=False, next_cursor=None)
 
@@ -146,12 +143,8 @@ class RunApprovalController(Controller):
         meta = event_metadata(request, principal)
         async with services.db.write() as session:
             run = await visible_run(session, principal, run_id, "update")
-            known = {
-                uuid.UUID(str(c["approval_id"]))
-                for _, _, c in await run_tool_calls(session, run_id)
-                if c.get("approval_id")
-            }
-            if approval_id not in known:
+            calls = await run_tool_calls(session, run_id)
+            if not any(str(call.get("approval_id")) == str(approval_id) for _, _, call in calls):
                 raise ApprovalNotFound()
             if run.conversation_id is None or run.finished:
                 raise ApprovalDecided()
@@ -166,7 +159,8 @@ class RunApprovalController(Controller):
                 )
             except (ToolCallNotFound, ToolCallNotPending):
                 raise ApprovalDecided() from None
-            await commands.append(session, run.conversation_id, loaded, events, meta)
+            applied = await commands.append(session, run.conversation_id, loaded, events, meta)
         if services.runner is None or not services.runner.nudge_local(run_id):
             await rr.notify_nudge(services.redis, run_id)  # the run lives in another process
-        return next(a for a in await _approvals(services, principal, run_id) if a.id == approval_id)
+        decided = turns.approval_call(applied.state, approval_id)
+        return _approval(run_id, run.conversation_id, decided.message_id, msgspec.to_builtins(decided))

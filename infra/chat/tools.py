@@ -32,7 +32,7 @@ from domain.chat.context import refusal
 from domain.chat.conversation import ConversationState, ToolCallState, fold
 from domain.chat.errors import ToolCallNotPending
 from domain.llm.messages import ToolCall, ToolDefinition, ToolResultMessage
-from domain.mcp.approval import effective_approval
+from domain.mcp.approval import strictest
 from domain.mcp.ports import ToolGateway
 from domain.mcp.types import Approval, CallContext, ToolInfo
 from domain.runs.events import ApprovalDecided, ApprovalRequested, RunEvent
@@ -113,7 +113,7 @@ class ToolRound:
         )
 
     async def run(
-        self, calls: Sequence[ToolCall], offered: Sequence[ToolInfo], conversation: Approval | None, *, text: str
+        self, calls: Sequence[ToolCall], offered: Sequence[ToolInfo], conversation: Approval, *, text: str
     ) -> list[ToolResultMessage]:
         """Record ``calls``, made after the message's ``text`` (checkpointed with them), settle each
         (see the module) and return their results in the calls' order."""
@@ -125,8 +125,7 @@ class ToolRound:
             events: list[Event] = turns.checkpoint(state, message_id=self.message_id, content=text)
             for call in calls:
                 tool = by_name.get(call.name)
-                approval = "auto" if tool is None else effective_approval(tool.approval, {}, tool.name, conversation)
-                manual = approval == "manual"
+                manual = tool is not None and strictest((tool.approval, conversation)) == "manual"
                 approvals[call.id] = approvals.get(call.id) or (uuid.uuid4() if manual else None)
                 events += self._requested(fold(events, state), call, offset, approvals[call.id])
             return events
