@@ -47,8 +47,8 @@ from api.prompts.controller import caller_scope
 from api.services import Services
 from domain.chat import branching, turns
 from domain.chat import conversation as agg
-from domain.chat.conversation import CONTENT_MAX
 from domain.chat.errors import ConversationNotFound
+from domain.chat.limits import CONTENT_MAX
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal
 from infra.access import acl

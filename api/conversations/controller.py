@@ -47,6 +47,7 @@ from api.services import Services
 from domain.chat import conversation as agg
 from domain.chat.errors import ConversationNotFound, InvalidConversation
 from domain.chat.events import ToolSettings
+from domain.chat.limits import clean_tools
 from domain.shared.events import Event
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal
@@ -258,7 +259,7 @@ class ConversationController(Controller):
                     tools=tools,
                 )
             )
-            await _check_tools(session, principal, agg.clean_tools(tools))
+            await _check_tools(session, principal, clean_tools(tools))
             loaded = await commands.load_conversation(session, conversation_id)
             await commands.append(session, conversation_id, loaded, events, meta)
             await acl.add_owner(session, principal, ENTITY, conversation_id, meta)
@@ -370,7 +371,7 @@ class ConversationController(Controller):
             if not isinstance(data.tools, UnsetType):
                 tools = _tools(data.tools)
                 events += _decide(lambda: agg.change_tools(state, tools))
-                await _check_tools(session, principal, agg.clean_tools(tools))
+                await _check_tools(session, principal, clean_tools(tools))
             if not events:
                 mark_unchanged(request)
             await commands.append(session, conversation_id, loaded, events, meta)

@@ -11,7 +11,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from api.pagination import Page
-from domain.chat.conversation import MCP_SERVERS_MAX, SYSTEM_PROMPT_MAX, TITLE_MAX
+from domain.chat.limits import MCP_SERVERS_MAX, SYSTEM_PROMPT_MAX, TITLE_MAX
 
 Title = Annotated[str, Meta(max_length=TITLE_MAX, description="Display title; blank means none.")]
 SystemPrompt = Annotated[str, Meta(max_length=SYSTEM_PROMPT_MAX, description="Instructions sent before the history.")]

@@ -38,9 +38,10 @@ from api.runs.openapi import RunEventFrame
 from api.runs.schemas import Run
 from api.services import Services
 from domain.chat import turns
-from domain.chat.conversation import CONTENT_MAX, ConversationState
+from domain.chat.conversation import ConversationState
 from domain.chat.conversation import fold as chat_fold
 from domain.chat.errors import ConversationNotFound
+from domain.chat.limits import CONTENT_MAX
 from domain.shared.events import Event
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal

@@ -29,13 +29,10 @@ from typing import Any
 
 from domain.chat.branching import truncation
 from domain.chat.conversation import (
-    CONTENT_MAX,
-    TOOL_NAME_MAX,
     ConversationState,
     InterruptReason,
     MessageState,
     ToolCallState,
-    check_text,
     conversation_id_of,
     require_exists,
     require_writable,
@@ -63,6 +60,7 @@ from domain.chat.events import (
     ToolCallRequested,
     UserMessagePosted,
 )
+from domain.chat.limits import CONTENT_MAX, TOOL_NAME_MAX, check_text
 from domain.shared.events import Event
 
 

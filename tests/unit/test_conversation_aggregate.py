@@ -11,6 +11,7 @@ import pytest
 
 from domain.chat import branching as br
 from domain.chat import conversation as c
+from domain.chat import limits
 from domain.chat import turns as t
 from domain.chat.errors import (
     ConversationArchived,
@@ -156,11 +157,11 @@ def test_create_twice_is_rejected() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "pointer"),
     [
-        ({"title": "x" * (c.TITLE_MAX + 1)}, "/title"),
+        ({"title": "x" * (limits.TITLE_MAX + 1)}, "/title"),
         ({"title": "a\x00b"}, "/title"),
-        ({"system_prompt": "x" * (c.SYSTEM_PROMPT_MAX + 1)}, "/system_prompt"),
+        ({"system_prompt": "x" * (limits.SYSTEM_PROMPT_MAX + 1)}, "/system_prompt"),
         (
-            {"tools": ToolSettings(mcp_server_ids=[new_id() for _ in range(c.MCP_SERVERS_MAX + 1)])},
+            {"tools": ToolSettings(mcp_server_ids=[new_id() for _ in range(limits.MCP_SERVERS_MAX + 1)])},
             "/tools/mcp_server_ids",
         ),
     ],
@@ -304,7 +305,7 @@ def test_title_unchanged_appends_nothing_and_generated_is_recorded() -> None:
 def test_title_can_be_cleared_and_is_validated() -> None:
     assert apply(fresh(), c.change_title(fresh(), None)).title is None
     with pytest.raises(InvalidConversation):
-        c.change_title(fresh(), "x" * (c.TITLE_MAX + 1))
+        c.change_title(fresh(), "x" * (limits.TITLE_MAX + 1))
 
 
 def test_settings_change_lists_what_changed() -> None:
@@ -377,7 +378,7 @@ def test_posting_while_a_turn_runs_is_busy() -> None:
     assert err.value.code == "conversation_busy"
 
 
-@pytest.mark.parametrize("content", ["", "   ", "a\x00", "x" * (c.CONTENT_MAX + 1)])
+@pytest.mark.parametrize("content", ["", "   ", "a\x00", "x" * (limits.CONTENT_MAX + 1)])
 def test_posting_validates_the_content(content: str) -> None:
     with pytest.raises(InvalidConversation) as err:
         t.post_message(fresh(), message_id=new_id(), content=content, run_id=new_id(), assistant_message_id=new_id())
