@@ -49,7 +49,7 @@ from infra.access import acl
 from infra.chat import commands
 from infra.chat.turn import TurnWork
 from infra.db.tables.chat import messages as mt
-from infra.runs import runner as rr
+from infra.runs import rows
 
 ConversationId = Annotated[uuid.UUID, PathParameter(description="The conversation's id (UUID).")]
 
@@ -116,7 +116,7 @@ async def start_turn(
             raise ApiError(422, "model_not_set", "The conversation has no model: set its model_id first.")
         model, info = await services.llm_registry().chat_model(session, principal, model_id)
         runner = services.runs()
-        run_id = await rr.create_run(
+        run_id = await rows.create_run(
             session,
             tenant_id=principal.tenant_id,
             kind="chat",
@@ -127,7 +127,7 @@ async def start_turn(
         events = decide(state, run_id)
         await commands.append(session, conversation_id, loaded, events, meta)
         row = (await session.execute(select(mt).where(mt.c.id == message_id))).one()
-        run = await rr.load_run(session, run_id)
+        run = await rows.load_run(session, run_id)
         assert run is not None
     work = TurnWork(
         db=services.db,

@@ -32,6 +32,7 @@ from domain.shared.principal import Principal
 from infra.access import acl
 from infra.eventstore.postgres import PostgresEventStore
 from infra.identity.accounts import record
+from infra.runs import rows
 from infra.runs import runner as rr
 from infra.runs.stream import Frame, StreamExpired
 
@@ -70,9 +71,9 @@ class RunFinished(Conflict):
 _NOT_FOUND = {404: ResponseSpec(None, description="No run with this id visible to you (`run_not_found`).")}
 
 
-async def visible_run(session: AsyncSession, principal: Principal, run_id: uuid.UUID, action: Action) -> rr.Run:
+async def visible_run(session: AsyncSession, principal: Principal, run_id: uuid.UUID, action: Action) -> rows.Run:
     """The run if the caller may ``action`` it: through its conversation's ACL, else as its creator."""
-    run = await rr.load_run(session, run_id)
+    run = await rows.load_run(session, run_id)
     if run is None or run.tenant_id != principal.tenant_id:
         raise RunNotFound()
     if run.conversation_id is not None:
@@ -82,7 +83,7 @@ async def visible_run(session: AsyncSession, principal: Principal, run_id: uuid.
     return run
 
 
-def to_schema(run: rr.Run) -> Run:
+def to_schema(run: rows.Run) -> Run:
     duration = None
     if run.started_at is not None and run.finished_at is not None:
         duration = int((run.finished_at - run.started_at).total_seconds() * 1000)
@@ -218,11 +219,11 @@ class RunController(Controller):
     ) -> Response[Run]:
         async with services.db.write() as session:
             run = await visible_run(session, principal, run_id, "update")
-            if not await rr.request_cancel(session, run_id):
+            if not await rows.request_cancel(session, run_id):
                 raise RunFinished()
             event = RunCancelRequested(run_id=run.id, kind=run.kind, conversation_id=run.conversation_id)
             await record(PostgresEventStore(session), run_stream(run.id), event, event_metadata(request, principal))
-            run = await rr.load_run(session, run_id) or run
+            run = await rows.load_run(session, run_id) or run
         await rr.notify_cancel(services.redis, run_id)
         if services.runner is not None:
             services.runner.cancel_local(run_id)  # this process may be the one running it

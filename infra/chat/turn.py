@@ -71,7 +71,8 @@ from infra.db.engine import Database
 from infra.llm.metering import MeteredChatModel, UsageRecorder
 from infra.llm.registry import ModelInfo
 from infra.runs.reaper import hooks
-from infra.runs.runner import Run, RunContext, RunFailure
+from infra.runs.rows import Run
+from infra.runs.runner import RunContext, RunFailure
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.runs.events import RunFailed, RunProblem
 from infra.db.engine import Database
 from infra.db.tables.runs import runs
-from infra.runs.runner import Run, interrupted_problem, problem_json, run_of
+from infra.runs.rows import Run, interrupted_problem, problem_json, run_of
 from infra.runs.stream import RunStreams, stream_key
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from infra.db.engine import Database
 from infra.db.tables.runs import runs
 from infra.identity.passwords import PasswordHasher
 from infra.runs.reaper import reap
-from infra.runs.runner import create_run, load_run
+from infra.runs.rows import create_run, load_run
 from infra.settings import Settings
 from tests.fakes.anthropic_server import FakeAnthropicServer, running_anthropic_server
 from tests.fakes.openai_server import FakeOpenAIServer, running_openai_server

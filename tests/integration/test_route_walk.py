@@ -21,7 +21,7 @@ from sqlalchemy import insert
 from domain.shared.ids import new_id
 from infra.db.engine import Database
 from infra.db.tables.identity import oidc_providers
-from infra.runs.runner import create_run
+from infra.runs.rows import create_run
 from tests.integration.test_access import User, app, user  # noqa: F401  (app: cheap password hashing)
 from tests.integration.test_http_platform import PROBLEM
 

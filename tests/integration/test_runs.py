@@ -32,7 +32,8 @@ from infra.db.tables.access import acl_grants
 from infra.db.tables.runs import runs
 from infra.identity.passwords import PasswordHasher
 from infra.runs.reaper import RunHooks, reap
-from infra.runs.runner import Run, RunContext, RunFailure, RunRunner, create_run, load_run
+from infra.runs.rows import Run, create_run, load_run
+from infra.runs.runner import RunContext, RunFailure, RunRunner
 from infra.runs.stream import RunStreams, StreamExpired, stream_key
 from infra.settings import Settings
 from tests.integration.test_access import User, user
