@@ -144,6 +144,8 @@ class RunRunner:
         self._active: dict[uuid.UUID, _Active] = {}
         self._tasks: dict[uuid.UUID, asyncio.Task[str]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+        """Set once the cancel/nudge subscription is in place (messages before it are not heard)."""
         self._closing = False
         self._lease = timedelta(seconds=lease_s)
 
@@ -204,6 +206,7 @@ class RunRunner:
             try:
                 async with self.streams.redis.pubsub() as pubsub:
                     await pubsub.subscribe(CANCEL_CHANNEL, NUDGE_CHANNEL)
+                    self.subscribed.set()
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
                             continue

@@ -39,13 +39,9 @@ async def test_a_nudge_published_anywhere_wakes_the_waiting_work_and_no_other(
     done = process.start(nudged, waiter(nudged))
     other = process.start(untouched, waiter(untouched))
     await asyncio.wait_for(asyncio.gather(waiting[nudged].wait(), waiting[untouched].wait()), 30)
-    # From "another process": only Redis in between. Published again until it lands, since the
-    # runner's subscription may still be starting (a nudge nobody hears is lost by design).
-    for _ in range(60):
-        await notify_nudge(services.redis, nudged)
-        await asyncio.wait([done], timeout=0.5)
-        if done.done():
-            break
+    await asyncio.wait_for(process.subscribed.wait(), 30)
+    await notify_nudge(services.redis, nudged)  # from "another process": only Redis in between
+    await asyncio.wait_for(asyncio.shield(done), 30)
     assert done.result() == "completed"
     assert woke == {nudged: True}
     assert not other.done()

@@ -358,6 +358,7 @@ async def test_cancel_ends_the_run_within_a_second_and_its_events_stop(
         closed.clear()
         run_id = await new_run(services.db, ada)
         task = runner.start(run_id, endless)
+        await asyncio.wait_for(runner.subscribed.wait(), 30)  # a cancel published before is not heard
         await asyncio.sleep(0.1)
         resp = await client.post(f"{URL}/{run_id}/cancel", headers=ada.headers)
         assert resp.status_code == 202, resp.text
