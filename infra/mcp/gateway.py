@@ -35,7 +35,7 @@ from domain.shared.ids import new_id
 from domain.shared.principal import Principal
 from infra.mcp.calls import McpUnavailable, ToolCallRecord, ToolCallRecorder
 from infra.mcp.connections import ConnectFailed, Connection
-from infra.net.outbound import OutboundBlocked, OutboundGuard, blocked_cause
+from infra.net.outbound import OutboundGuard, blocked_cause
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +46,6 @@ DEFAULT_MAX_RESULT_BYTES = 256 * 1024
 class _Listing:
     tools: list[mt.Tool]
     at: float
-
-
-def _blocked(exc: BaseException, depth: int = 0) -> OutboundBlocked | None:
-    """The outbound guard's refusal behind ``exc``, looking inside anyio's exception groups too."""
-    found = blocked_cause(exc)
-    if found is not None or depth > 6:
-        return found
-    for inner in (exc.__cause__, exc.__context__, *(getattr(exc, "exceptions", None) or ())):
-        if isinstance(inner, BaseException) and inner is not exc:
-            found = _blocked(inner, depth + 1)
-            if found is not None:
-                return found
-    return None
 
 
 def _elapsed_ms(started: float) -> int:
@@ -155,7 +142,7 @@ class McpGateway:
 
     @staticmethod
     def _unavailable_detail(config: McpServerConfig, exc: BaseException) -> str:
-        blocked = _blocked(exc)
+        blocked = blocked_cause(exc)
         if blocked is not None:
             return f"The MCP server {config.name!r} is not reachable: {blocked.detail}"
         return f"The MCP server {config.name!r} is not reachable ({exc})."

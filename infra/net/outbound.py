@@ -287,13 +287,16 @@ def guarded_client2(
     )
 
 
-def blocked_cause(exc: BaseException) -> OutboundBlocked | None:
-    """The ``OutboundBlocked`` behind an SDK's connection error, if that is what it was."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return None
-        if isinstance(seen, OutboundBlocked):
-            return seen
-        seen = seen.__cause__ or seen.__context__
+def blocked_cause(exc: BaseException, depth: int = 0) -> OutboundBlocked | None:
+    """The ``OutboundBlocked`` behind an SDK's connection error, if that is what it was: along the
+    cause/context chain and inside exception groups (anyio's, as the MCP SDK raises them)."""
+    if isinstance(exc, OutboundBlocked):
+        return exc
+    if depth > 8:
+        return None
+    for inner in (exc.__cause__ or exc.__context__, *(getattr(exc, "exceptions", None) or ())):
+        if isinstance(inner, BaseException) and inner is not exc:
+            found = blocked_cause(inner, depth + 1)
+            if found is not None:
+                return found
     return None
