@@ -1,7 +1,8 @@
-"""A chat turn's stream as browsers use it, against both provider styles (OpenAI and Anthropic
-fakes, a loopback uvicorn server): one tab drops its connection mid-answer and resumes with
-Last-Event-ID while a second user with access watches the whole run; nothing is lost or repeated,
-and both see the same frames as a replay of the finished run."""
+"""A chat turn's stream as clients see it, against both provider styles (OpenAI and Anthropic fakes,
+a loopback uvicorn server): one tab drops its connection mid-answer and resumes with Last-Event-ID
+while a second user with access watches the whole run (nothing lost or repeated, the same frames as
+a replay); ``/messages/stream`` answers with the run's SSE directly; a provider failing mid-answer
+ends the stream with ``run.failed`` and the message keeps the streamed text."""
 
 from __future__ import annotations
 
@@ -15,8 +16,17 @@ from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration import test_chat_turns as turns_tests
 from tests.integration.test_access import User
-from tests.integration.test_chat_turns import C, check_stream, conversation_of, messages, model_of, post
-from tests.integration.test_runs import read_frames
+from tests.integration.test_chat_turns import (
+    C,
+    check_stream,
+    conversation_of,
+    events_of,
+    messages,
+    model_of,
+    post,
+    status_of,
+)
+from tests.integration.test_runs import parse_sse, read_frames
 
 openai_fake = turns_tests.openai_fake
 anthropic_fake = turns_tests.anthropic_fake
@@ -65,3 +75,43 @@ async def test_a_dropped_tab_resumes_without_loss_while_another_user_watches(
     streamed = check_stream(replay, "run.cancelled")
     assert len(streamed) > 0
     assert (await messages(http, ada, cid))[1]["content"] == streamed  # the cancelled turn keeps it all
+
+
+async def test_messages_stream_answers_with_the_runs_sse_directly(
+    http: httpx.AsyncClient, ada: User, anthropic_fake: FakeAnthropicServer
+) -> None:
+    model = await model_of(http, ada, anthropic_fake.base_url, "text", kind="anthropic")
+    cid = await conversation_of(http, ada, model)
+    frames: list[dict[str, Any]] = []
+    async with http.stream("POST", f"{C}/{cid}/messages/stream", json={"content": "hi"}, headers=ada.headers) as r:
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        run_id = r.headers["x-run-id"]
+        frames = [f for f in parse_sse((await r.aread()).decode()) if "id" in f]
+    assert check_stream(frames, "run.completed") == "Hello, world!"
+    assert all(f["json"]["run_id"] == run_id for f in frames)
+    # The same frames as GET /runs/{id}/events.
+    again = await events_of(http, ada, run_id)
+    assert [f["data"] for f in again] == [f["data"] for f in frames]
+    assert [m["content"] for m in await messages(http, ada, cid)] == ["hi", "Hello, world!"]
+
+
+@pytest.mark.parametrize(("kind", "scenario"), [("openai", "midstream_error"), ("anthropic", "stream_error")])
+async def test_a_provider_failing_mid_answer_fails_the_turn_keeping_the_streamed_text(
+    http: httpx.AsyncClient,
+    ada: User,
+    openai_fake: FakeOpenAIServer,
+    anthropic_fake: FakeAnthropicServer,
+    kind: str,
+    scenario: str,
+) -> None:
+    fake: Any = openai_fake if kind == "openai" else anthropic_fake
+    model = await model_of(http, ada, fake.base_url, scenario, kind=kind)
+    cid = await conversation_of(http, ada, model, title="Mid-stream")
+    frames = await events_of(http, ada, (await post(http, ada, cid, "hello?"))["run"]["id"])
+    assert check_stream(frames, "run.failed") == "Hel"
+    code = frames[-1]["json"]["problem"]["code"]
+    assert code.startswith("provider_")
+    stored = (await messages(http, ada, cid))[1]
+    assert (stored["status"], stored["content"], stored["error"]["code"]) == ("failed", "Hel", code)
+    assert await status_of(http, ada, cid) == "active"

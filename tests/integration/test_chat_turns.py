@@ -35,7 +35,7 @@ from tests.fakes.anthropic_server import FakeAnthropicServer, running_anthropic_
 from tests.fakes.openai_server import FakeOpenAIServer, running_openai_server
 from tests.integration.test_access import User, user
 from tests.integration.test_http_platform import assert_problem
-from tests.integration.test_runs import parse_sse, read_frames, seqs, served
+from tests.integration.test_runs import read_frames, seqs, served
 
 C = "/api/v1/conversations"
 
@@ -210,25 +210,6 @@ async def test_a_turn_streams_the_answer_and_stores_both_messages(
     assert summary.json()["totals"]["input_tokens"] == 24
 
 
-async def test_messages_stream_answers_with_the_runs_sse_directly(
-    http: httpx.AsyncClient, ada: User, anthropic_fake: FakeAnthropicServer
-) -> None:
-    model = await model_of(http, ada, anthropic_fake.base_url, "text", kind="anthropic")
-    cid = await conversation_of(http, ada, model)
-    frames: list[dict[str, Any]] = []
-    async with http.stream("POST", f"{C}/{cid}/messages/stream", json={"content": "hi"}, headers=ada.headers) as r:
-        assert r.status_code == 200, await r.aread()
-        assert r.headers["content-type"].startswith("text/event-stream")
-        run_id = r.headers["x-run-id"]
-        frames = [f for f in parse_sse((await r.aread()).decode()) if "id" in f]
-    assert check_stream(frames, "run.completed") == "Hello, world!"
-    assert all(f["json"]["run_id"] == run_id for f in frames)
-    # The same frames as GET /runs/{id}/events.
-    again = await events_of(http, ada, run_id)
-    assert [f["data"] for f in again] == [f["data"] for f in frames]
-    assert [m["content"] for m in await messages(http, ada, cid)] == ["hi", "Hello, world!"]
-
-
 async def test_busy_while_running_and_cancel_keeps_the_partial_text(
     http: httpx.AsyncClient, ada: User, openai_fake: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -291,27 +272,6 @@ async def test_a_provider_429_fails_the_turn_and_the_conversation_stays_usable(
     again = await post(http, ada, cid, "and now?")
     assert check_stream(await events_of(http, ada, again["run"]["id"]), "run.completed") == "Hello, world!"
     assert [m["content"] for m in openai_fake.requests[-1]["messages"]] == ["and now?"]
-
-
-@pytest.mark.parametrize(("kind", "scenario"), [("openai", "midstream_error"), ("anthropic", "stream_error")])
-async def test_a_provider_failing_mid_answer_fails_the_turn_keeping_the_streamed_text(
-    http: httpx.AsyncClient,
-    ada: User,
-    openai_fake: FakeOpenAIServer,
-    anthropic_fake: FakeAnthropicServer,
-    kind: str,
-    scenario: str,
-) -> None:
-    fake: Any = openai_fake if kind == "openai" else anthropic_fake
-    model = await model_of(http, ada, fake.base_url, scenario, kind=kind)
-    cid = await conversation_of(http, ada, model, title="Mid-stream")
-    frames = await events_of(http, ada, (await post(http, ada, cid, "hello?"))["run"]["id"])
-    assert check_stream(frames, "run.failed") == "Hel"
-    code = frames[-1]["json"]["problem"]["code"]
-    assert code.startswith("provider_")
-    stored = (await messages(http, ada, cid))[1]
-    assert (stored["status"], stored["content"], stored["error"]["code"]) == ("failed", "Hel", code)
-    assert await status_of(http, ada, cid) == "active"
 
 
 async def test_rejections_are_synchronous_problems(
