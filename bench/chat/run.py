@@ -24,15 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,141 +43,10 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 
-from bench.chat.sse import Event, SseStream  # noqa: E402
+from bench.chat.setup import RESULTS, TARGET_ADDED_MS, TARGET_GAP_MS, TARGET_RSS_MB, C, Fake, Platform, pct  # noqa: E402
+from bench.chat.streams import active, idle  # noqa: E402
 from bench.http.load import pin  # noqa: E402
-from bench.http.run import Server, _services, _stop_on_sigterm, free_port  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results" / "chat.json"
-PASSWORD = "correct horse battery staple"
-C = "/api/v1/conversations"
-TARGET_ADDED_MS = 3.0
-TARGET_RSS_MB = 150.0
-TARGET_GAP_MS = 100.0
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-class Fake:
-    """bench/chat/fake.py in its own process."""
-
-    def __init__(self, workdir: Path, cpu: int | None) -> None:
-        self.port = free_port()
-        self._log = (workdir / "fake.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("fake.py")), "--port", str(self.port)],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        pin(self.proc.pid, cpu)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("the bench fake did not start")
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-        self._log.close()
-
-
-class Platform:
-    """Setup calls over HTTP: one admin user, the fake as a provider, one model per fake behaviour."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.http = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", timeout=120, limits=httpx.Limits(max_connections=50)
-        )
-        self.headers: dict[str, str] = {}
-        self.models: dict[str, str] = {}
-        self.provider_id = ""
-
-    async def add_model(self, upstream: str) -> None:
-        model = await self.http.post(
-            "/api/v1/models",
-            json={
-                "provider_id": self.provider_id,
-                "name": upstream.replace(":", "-"),
-                "upstream_id": upstream,
-                "kind": "chat",
-            },
-            headers=self.headers,
-        )
-        assert model.status_code == 201, model.text
-        self.models[upstream] = model.json()["id"]
-
-    async def setup(self, fake: Fake, upstreams: list[str]) -> None:
-        resp = await self.http.post("/api/v1/auth/register", json={"email": "bench@example.com", "password": PASSWORD})
-        resp.raise_for_status()
-        self.headers = {"Authorization": f"Bearer {resp.json()['access_token']}"}
-        body = {"kind": "openai_compatible", "name": "bench", "base_url": fake.base_url, "api_key": "sk-bench"}
-        provider = await self.http.post("/api/v1/providers", json=body, headers=self.headers)
-        assert provider.status_code == 201, provider.text
-        self.provider_id = provider.json()["id"]
-        for upstream in upstreams:
-            await self.add_model(upstream)
-
-    async def conversations(self, upstream: str, n: int, parallel: int = 16) -> list[str]:
-        """``n`` titled conversations (a titled conversation makes no title call after its first turn)."""
-        gate = asyncio.Semaphore(parallel)
-
-        async def one() -> str:
-            async with gate:
-                body = {"model_id": self.models[upstream], "title": "bench"}
-                resp = await self.http.post(C, json=body, headers=self.headers)
-                assert resp.status_code == 201, resp.text
-                return str(resp.json()["id"])
-
-        return list(await asyncio.gather(*(one() for _ in range(n))))
-
-    def stream_turn(self, cid: str) -> SseStream:
-        return SseStream(self.port, "POST", f"{C}/{cid}/messages/stream", self.headers, {"content": "hi"})
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-
-def check_frames(events: list[Event], terminal: str, deltas: int | None = None) -> str | None:
-    """Why this stream is not whole (seq 1.. gap-free, run.started first, the terminal last), or None."""
-    seqs = [e.seq for e in events]
-    if seqs != list(range(1, len(events) + 1)):
-        return f"seq not gap-free: {seqs[:5]}..{seqs[-5:]}"
-    if not events or events[0].type != "run.started" or events[-1].type != terminal:
-        last = events[-1].data[:300].decode(errors="replace") if events else ""
-        return f"bad ends: {[e.type for e in events[:2]]}..{[e.type for e in events[-2:]]} {last}"
-    if deltas is not None and (got := sum(e.type == "message.delta" for e in events)) != deltas:
-        return f"{got} deltas, expected {deltas}"
-    return None
-
+from bench.http.run import Server, _services, _stop_on_sigterm  # noqa: E402
 
 # --- 1. latency ---------------------------------------------------------------------------------
 
@@ -245,181 +110,15 @@ async def latency(p: Platform, fake: Fake, concurrency: int, rounds: int, warmup
     for name, r in out.items():
         row[name] = {
             "ttft_p50_ms": statistics.median(r["ttft"]),
-            "ttft_p95_ms": _pct(r["ttft"], 0.95),
+            "ttft_p95_ms": pct(r["ttft"], 0.95),
             "total_p50_ms": statistics.median(r["total"]),
-            "total_p95_ms": _pct(r["total"], 0.95),
+            "total_p95_ms": pct(r["total"], 0.95),
         }
     row["added_ttft_p50_ms"] = row["platform"]["ttft_p50_ms"] - row["sdk"]["ttft_p50_ms"]
     row["added_total_p50_ms"] = row["platform"]["total_p50_ms"] - row["sdk"]["total_p50_ms"]
     row["ratio_total_p50"] = row["platform"]["total_p50_ms"] / row["sdk"]["total_p50_ms"]
     row["pass"] = row["added_ttft_p50_ms"] <= TARGET_ADDED_MS and row["added_total_p50_ms"] <= TARGET_ADDED_MS
     return row
-
-
-# --- 2. idle streams ----------------------------------------------------------------------------
-
-
-def redis_clients(url: str) -> dict[str, int]:
-    """Valkey's clients other than this one, and how many of them are blocked in XREAD."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        others = [c for c in client.client_list() if c.get("cmd") != "client|list"]
-        return {"connected": len(others), "in_xread": sum(c.get("cmd") == "xread" for c in others)}
-    finally:
-        client.close()
-
-
-async def idle(p: Platform, server: Server, redis_url: str, streams: int, runs: int, hold_s: float) -> dict[str, Any]:
-    """``runs`` turns whose provider sends the role chunk and then nothing; ``streams`` subscribers
-    spread over them, each open once it has replayed ``message.started``; RSS while all are open;
-    then the runs are cancelled and every subscriber must get ``run.cancelled``."""
-    pid = server.proc.pid
-    before = {"rss_mb": rss_mb(pid), "redis_clients": redis_clients(redis_url), "fds": open_fds(pid)}
-    cids = await p.conversations("bench:idle", runs)
-    gate = asyncio.Semaphore(16)
-
-    async def start(cid: str) -> str:
-        async with gate:
-            resp = await p.http.post(f"{C}/{cid}/messages", json={"content": "hi"}, headers=p.headers)
-            assert resp.status_code == 202, resp.text
-            return str(resp.json()["run"]["id"])
-
-    run_ids = list(await asyncio.gather(*(start(c) for c in cids)))
-    with_runs = {"rss_mb": rss_mb(pid), "redis_clients": redis_clients(redis_url), "fds": open_fds(pid)}
-    opened = 0
-    all_open = asyncio.Event()
-    open_gate = asyncio.Semaphore(200)
-    errors: list[str] = []
-
-    async def subscribe(run_id: str) -> list[Event]:
-        nonlocal opened
-        events: list[Event] = []
-        released = False
-        await open_gate.acquire()
-        try:
-            async with SseStream(p.port, "GET", f"/api/v1/runs/{run_id}/events", p.headers) as s:
-                async for event in s:
-                    events.append(event)
-                    if event.type == "message.started":
-                        opened += 1
-                        open_gate.release()
-                        released = True
-                        if opened == streams:
-                            all_open.set()
-        except Exception as exc:  # reported, counted as lost
-            errors.append(repr(exc))
-        finally:
-            if not released:
-                open_gate.release()
-        return events
-
-    t0 = time.perf_counter()
-    tasks = [asyncio.create_task(subscribe(run_ids[i % runs])) for i in range(streams)]
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(all_open.wait(), timeout=120)
-    open_s = time.perf_counter() - t0
-    await asyncio.sleep(hold_s)
-    held = {
-        "rss_mb": rss_mb(pid),
-        "redis_clients": redis_clients(redis_url),
-        "fds": open_fds(pid),
-        "open_streams": opened,
-    }
-    gate = asyncio.Semaphore(16)
-
-    async def cancel(run_id: str) -> None:
-        async with gate:
-            resp = await p.http.post(f"/api/v1/runs/{run_id}/cancel", headers=p.headers)
-            assert resp.status_code == 202, resp.text
-
-    await asyncio.gather(*(cancel(r) for r in run_ids))
-    done, pending = await asyncio.wait(tasks, timeout=60)
-    for task in pending:
-        task.cancel()
-    lost = len(pending)
-    for task in done:
-        if not task.cancelled() and task.exception() is None and check_frames(task.result(), "run.cancelled"):
-            lost += 1
-    passed = held["rss_mb"] <= TARGET_RSS_MB and opened == streams and lost == 0
-    return {
-        "streams": streams,
-        "runs": runs,
-        "before": before,
-        "with_runs": with_runs,
-        "held": held,
-        "open_s": open_s,
-        "lost": lost,
-        "errors": errors[:5],
-        "pass": passed,
-    }
-
-
-# --- 3. active streams --------------------------------------------------------------------------
-
-
-async def active(p: Platform, streams: int, rate: float, seconds: float) -> dict[str, Any]:
-    """``streams`` turns, each streaming ``rate * seconds`` deltas at ``rate`` per second, all at the
-    same time: the fake holds every answer after its role chunk until all ``streams`` requests have
-    reached it (starting 300 turns takes the server a while). The gaps between consecutive deltas."""
-    count = round(rate * seconds)
-    upstream = f"bench:rate:{rate:g}:{count}:g{time.monotonic_ns()}:{streams}"
-    await p.add_model(upstream)
-    cids = await p.conversations(upstream, streams)
-    errors: list[str] = []
-    gate = asyncio.Semaphore(32)
-
-    async def turn(i: int, cid: str) -> list[Event]:
-        events: list[Event] = []
-        released = False
-        try:
-            await gate.acquire()
-            async with asyncio.timeout(seconds + 120), p.stream_turn(cid) as s:
-                async for e in s:
-                    if e.type == "message.started":
-                        gate.release()  # the turn is under way: start the next one
-                        released = True
-                    events.append(e)
-        except Exception as exc:
-            errors.append(repr(exc))
-        finally:
-            if not released:
-                gate.release()
-        return events
-
-    t0 = time.perf_counter()
-    results = await asyncio.gather(*(turn(i, c) for i, c in enumerate(cids)))
-    wall = time.perf_counter() - t0
-    gaps: list[float] = []
-    lost = 0
-    reasons: list[str] = []
-    for events in results:
-        why = check_frames(events, "run.completed", count)
-        if why:
-            lost += 1
-            reasons.append(why)
-        at = [e.at for e in events if e.type == "message.delta"]
-        gaps += [(b - a) * 1000 for a, b in itertools.pairwise(at)]
-    p99 = _pct(gaps, 0.99)
-    spans = [(d[0].at, d[-1].at) for r in results if (d := [e for e in r if e.type == "message.delta"])]
-    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
-    peak = max(itertools.accumulate(step for _, step in edges)) if edges else 0
-    return {
-        "streams": streams,
-        "tokens_per_s": rate,
-        "deltas_per_stream": count,
-        "peak_concurrent": peak,
-        "stream_s_p50": _pct([b - a for a, b in spans], 0.5),
-        "wall_s": wall,
-        "events_per_s": sum(len(r) for r in results) / wall,
-        "gap_p50_ms": _pct(gaps, 0.5),
-        "gap_p99_ms": p99,
-        "gap_max_ms": max(gaps) if gaps else float("nan"),
-        "lost": lost,
-        "errors": (errors + reasons)[:5],
-        "pass": p99 <= TARGET_GAP_MS and lost == 0,
-    }
 
 
 # --- orchestration ------------------------------------------------------------------------------
