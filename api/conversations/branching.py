@@ -30,16 +30,16 @@ from msgspec import Meta
 from sqlalchemy import select
 
 from api.context import event_metadata
-from api.conversations.controller import (
-    _ETAG_HEADER,
-    _NOT_FOUND,
-    ENTITY,
-    ArchivedParam,
-    _row,
-    _to_schema,
-    _with_etag,
-)
 from api.conversations.schemas import Conversation, ConversationList
+from api.conversations.support import (
+    ENTITY,
+    ETAG_HEADER,
+    NOT_FOUND,
+    ArchivedParam,
+    conversation_row,
+    conversation_schema,
+    with_etag,
+)
 from api.conversations.turns import _RESPONSES, PostedMessage, start_turn
 from api.idempotency import IdempotencyKeyHeader, idempotent
 from api.pagination import CursorParam, IdCursor, LimitParam, decode_cursor, page_response, paginate
@@ -168,7 +168,7 @@ class ConversationBranchController(Controller):
         status_code=201,
         middleware=[idempotent(scope_of=caller_scope)],
         response_headers=[
-            _ETAG_HEADER,
+            ETAG_HEADER,
             ResponseHeader(name="Location", description="The fork's URL.", documentation_only=True),
         ],
         responses={
@@ -212,15 +212,15 @@ class ConversationBranchController(Controller):
             loaded = await commands.load_conversation(session, fork_id)
             await commands.append(session, fork_id, loaded, [event], meta)
             await acl.add_owner(session, principal, ENTITY, fork_id, meta)
-            row = await _row(session, fork_id)
+            row = await conversation_row(session, fork_id)
         location = f"/api/v1/conversations/{fork_id}"
-        return _with_etag(_to_schema(row), 201, {"Location": location})
+        return with_etag(conversation_schema(row), 201, {"Location": location})
 
     @get(
         "/{conversation_id:str}/forks",
         operation_id="ListConversationForks",
         summary="List the forks of a conversation that you can see, newest first",
-        responses={**_NOT_FOUND},
+        responses={**NOT_FOUND},
     )
     async def list_forks(
         self,
@@ -251,8 +251,8 @@ class ConversationBranchController(Controller):
             query = query.where(ct.c.id < decode_cursor(cursor, IdCursor).id)
         async with services.db.read() as session:
             await acl.require(session, principal, ENTITY, conversation_id, "read", ConversationNotFound)
-            await _row(session, conversation_id)
+            await conversation_row(session, conversation_id)
             rows = (await session.execute(query)).all()
         page, has_more, next_cursor = paginate(rows, limit, lambda r: IdCursor(r.id))
-        body = ConversationList(data=[_to_schema(r) for r in page], has_more=has_more, next_cursor=next_cursor)
+        body = ConversationList(data=[conversation_schema(r) for r in page], has_more=has_more, next_cursor=next_cursor)
         return page_response(body, request, limit, services.settings.http.public_url)

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody
 from msgspec import UnsetType
-from sqlalchemy import Row, func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select, text
 
 from api.access.acl_routes import acl_controller
 from api.context import event_metadata, mark_unchanged
@@ -30,12 +28,25 @@ from api.conversations.schemas import (
     Conversation,
     ConversationCreate,
     ConversationList,
-    ConversationTools,
     ConversationUpdate,
-    Message,
-    MessageError,
-    MessageToolCall,
-    MessageUsage,
+)
+from api.conversations.support import (
+    CONFLICT,
+    ENTITY,
+    ETAG_HEADER,
+    FORBIDDEN,
+    NOT_FOUND,
+    PRECONDITION,
+    ArchivedParam,
+    ConversationId,
+    SearchParam,
+    check_model,
+    check_tools,
+    checked,
+    conversation_row,
+    conversation_schema,
+    tool_settings,
+    with_etag,
 )
 from api.errors import ApiError
 from api.etag import IfMatchHeader, IfNoneMatchHeader, check_if_match, etag, is_not_modified
@@ -45,7 +56,7 @@ from api.problem import FieldError
 from api.prompts.controller import caller_scope
 from api.services import Services
 from domain.chat import conversation as agg
-from domain.chat.errors import ConversationNotFound, InvalidConversation
+from domain.chat.errors import ConversationNotFound
 from domain.chat.events import ToolSettings
 from domain.chat.limits import clean_tools
 from domain.shared.events import Event
@@ -54,156 +65,7 @@ from domain.shared.principal import Principal
 from infra.access import acl
 from infra.chat import commands
 from infra.db.tables.chat import conversations as ct
-from infra.db.tables.llm import models
-from infra.db.tables.mcp import mcp_servers
 from infra.llm import tenant_settings
-from infra.mcp.servers import ENTITY as MCP_ENTITY
-
-ENTITY = "conversation"
-Q_MAX = 200
-
-ConversationId = Annotated[uuid.UUID, PathParameter(description="The conversation's id (UUID).")]
-SearchParam = Annotated[
-    str | None,
-    QueryParameter(
-        name="q", max_length=Q_MAX, description="Full-text search over titles and message text (all words must match)."
-    ),
-]
-ArchivedParam = Annotated[
-    bool, QueryParameter(name="archived", description="Include archived conversations (hidden by default).")
-]
-
-_ETAG_HEADER = ResponseHeader(
-    name="ETag", description="Strong ETag of the conversation's version.", documentation_only=True
-)
-_NOT_FOUND = {404: ResponseSpec(None, description="No conversation with this id (`conversation_not_found`).")}
-_FORBIDDEN = {403: ResponseSpec(None, description="Your role on the conversation does not allow this (`forbidden`).")}
-_PRECONDITION = {412: ResponseSpec(None, description="If-Match does not name the current version.")}
-_CONFLICT = {
-    409: ResponseSpec(
-        None,
-        description="A turn is running (`conversation_busy`), the conversation is archived"
-        " (`conversation_archived`) or not archived (`conversation_not_archived`).",
-    )
-}
-
-
-class PositionCursor(msgspec.Struct, array_like=True, frozen=True):
-    position: int
-
-
-class VersionCursor(msgspec.Struct, array_like=True, frozen=True):
-    version: int
-
-
-def _to_schema(row: Row[Any]) -> Conversation:
-    return Conversation(
-        id=row.id,
-        title=row.title,
-        system_prompt=row.system_prompt,
-        model_id=row.model_id,
-        tools=msgspec.convert(row.tools or {}, ConversationTools),
-        status=row.status,
-        owner_id=row.owner_id,
-        parent_conversation_id=row.parent_conversation_id,
-        forked_from_message_id=row.forked_from_message_id,
-        last_message_at=row.last_message_at,
-        version=row.version,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-def _message(row: Row[Any]) -> Message:
-    return Message(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        position=row.position,
-        role=row.role,
-        content=row.content,
-        status=row.status,
-        run_id=row.run_id,
-        model_id=row.model_id,
-        usage=None if row.usage is None else msgspec.convert(row.usage, MessageUsage),
-        error=None if row.error is None else msgspec.convert(row.error, MessageError),
-        finish_reason=row.finish_reason,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        tool_calls=msgspec.convert(row.tool_calls or [], list[MessageToolCall]),
-    )
-
-
-def _with_etag(
-    conversation: Conversation, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response[Conversation]:
-    return Response(
-        conversation, status_code=status_code, headers={"ETag": etag(conversation.version), **(headers or {})}
-    )
-
-
-def _decide(fn: Callable[[], Sequence[Event]]) -> Sequence[Event]:
-    """Run a decide function, turning a broken field rule into a 400 with its JSON Pointer."""
-    try:
-        return fn()
-    except InvalidConversation as exc:
-        raise ApiError(
-            400,
-            "validation_error",
-            "The request is not valid.",
-            errors=[FieldError(detail=exc.detail, code="invalid", pointer=exc.pointer)],
-        ) from None
-
-
-def _tools(body: ConversationTools) -> ToolSettings:
-    return ToolSettings(mcp_server_ids=list(body.mcp_server_ids), approval=body.approval)
-
-
-async def _check_model(session: AsyncSession, principal: Principal, model_id: uuid.UUID) -> None:
-    kind = await session.scalar(
-        select(models.c.kind).where(models.c.id == model_id, models.c.tenant_id == principal.tenant_id)
-    )
-    if kind != "chat":
-        raise ApiError(
-            422,
-            "model_not_found",
-            "model_id must name a chat model of your tenant.",
-            errors=[FieldError(detail="No chat model with this id", code="model_not_found", pointer="/model_id")],
-        )
-
-
-async def _check_tools(session: AsyncSession, principal: Principal, tools: ToolSettings) -> None:
-    if not tools.mcp_server_ids:
-        return
-    found = set(
-        await session.scalars(
-            select(mcp_servers.c.id).where(
-                mcp_servers.c.id.in_(tools.mcp_server_ids),
-                mcp_servers.c.tenant_id == principal.tenant_id,
-                acl.visible_ids_clause(principal, MCP_ENTITY, mcp_servers.c.id),
-            )
-        )
-    )
-    for index, server_id in enumerate(tools.mcp_server_ids):
-        if server_id not in found:
-            raise ApiError(
-                422,
-                "mcp_server_not_found",
-                "Every tools.mcp_server_ids entry must name an MCP server you can see.",
-                errors=[
-                    FieldError(
-                        detail="No MCP server with this id",
-                        code="mcp_server_not_found",
-                        pointer=f"/tools/mcp_server_ids/{index}",
-                    )
-                ],
-            )
-
-
-async def _row(session: AsyncSession, conversation_id: uuid.UUID) -> Row[Any]:
-    row = (await session.execute(select(ct).where(ct.c.id == conversation_id, ct.c.status != "deleted"))).one_or_none()
-    if row is None:
-        raise ConversationNotFound()
-    return row
 
 
 class ConversationController(Controller):
@@ -239,15 +101,15 @@ class ConversationController(Controller):
     ) -> Response[Conversation]:
         """Without ``model_id`` the tenant's default chat model is used (none set: no model yet)."""
         conversation_id = new_id()
-        tools = _tools(data.tools) if data.tools is not None else ToolSettings()
+        tools = tool_settings(data.tools) if data.tools is not None else ToolSettings()
         meta = event_metadata(request, principal)
         async with services.db.write() as session:
             model_id = data.model_id
             if model_id is None:
                 model_id = (await tenant_settings.get(session, principal.tenant_id)).default_chat_model_id
             else:
-                await _check_model(session, principal, model_id)
-            events = _decide(
+                await check_model(session, principal, model_id)
+            events = checked(
                 lambda: agg.create(
                     agg.ConversationState(),
                     conversation_id=conversation_id,
@@ -259,13 +121,13 @@ class ConversationController(Controller):
                     tools=tools,
                 )
             )
-            await _check_tools(session, principal, clean_tools(tools))
+            await check_tools(session, principal, clean_tools(tools))
             loaded = await commands.load_conversation(session, conversation_id)
             await commands.append(session, conversation_id, loaded, events, meta)
             await acl.add_owner(session, principal, ENTITY, conversation_id, meta)
-            row = await _row(session, conversation_id)
+            row = await conversation_row(session, conversation_id)
         location = f"{request.url.path.rstrip('/')}/{conversation_id}"
-        return _with_etag(_to_schema(row), 201, {"Location": location})
+        return with_etag(conversation_schema(row), 201, {"Location": location})
 
     @get("", operation_id="ListConversations", summary="List conversations you own or that are shared with you")
     async def list_conversations(
@@ -307,15 +169,15 @@ class ConversationController(Controller):
         async with services.db.read() as session:
             rows = (await session.execute(query)).all()
         page, has_more, next_cursor = paginate(rows, limit, lambda r: IdCursor(r.id))
-        body = ConversationList(data=[_to_schema(r) for r in page], has_more=has_more, next_cursor=next_cursor)
+        body = ConversationList(data=[conversation_schema(r) for r in page], has_more=has_more, next_cursor=next_cursor)
         return page_response(body, request, limit, services.settings.http.public_url)
 
     @get(
         "/{conversation_id:str}",
         operation_id="GetConversation",
         summary="Get a conversation",
-        response_headers=[_ETAG_HEADER],
-        responses={304: ResponseSpec(None, description="Not modified (If-None-Match)."), **_NOT_FOUND},
+        response_headers=[ETAG_HEADER],
+        responses={304: ResponseSpec(None, description="Not modified (If-None-Match)."), **NOT_FOUND},
     )
     async def get_conversation(
         self,
@@ -326,18 +188,18 @@ class ConversationController(Controller):
     ) -> Response[Conversation]:
         async with services.db.read() as session:
             await acl.require(session, principal, ENTITY, conversation_id, "read", ConversationNotFound)
-            row = await _row(session, conversation_id)
+            row = await conversation_row(session, conversation_id)
         if is_not_modified(if_none_match, row.version):
             not_modified: Response[Any] = Response(None, status_code=304, headers={"ETag": etag(row.version)})
             return not_modified
-        return _with_etag(_to_schema(row))
+        return with_etag(conversation_schema(row))
 
     @patch(
         "/{conversation_id:str}",
         operation_id="UpdateConversation",
         summary="Change the title, system prompt, model or tool settings",
-        response_headers=[_ETAG_HEADER],
-        responses={**_NOT_FOUND, **_FORBIDDEN, **_PRECONDITION, **_CONFLICT},
+        response_headers=[ETAG_HEADER],
+        responses={**NOT_FOUND, **FORBIDDEN, **PRECONDITION, **CONFLICT},
     )
     async def update_conversation(
         self,
@@ -361,22 +223,22 @@ class ConversationController(Controller):
             events: list[Event] = []
             if not isinstance(data.title, UnsetType):
                 title = data.title
-                events += _decide(lambda: agg.change_title(state, title))
+                events += checked(lambda: agg.change_title(state, title))
             system_prompt: str | UnsetType | None = data.system_prompt
             model_id: uuid.UUID | UnsetType = data.model_id
             if not isinstance(system_prompt, UnsetType) or not isinstance(model_id, UnsetType):
                 if not isinstance(model_id, UnsetType) and model_id != state.model_id:
-                    await _check_model(session, principal, model_id)
-                events += _decide(lambda: agg.change_settings(state, system_prompt=system_prompt, model_id=model_id))
+                    await check_model(session, principal, model_id)
+                events += checked(lambda: agg.change_settings(state, system_prompt=system_prompt, model_id=model_id))
             if not isinstance(data.tools, UnsetType):
-                tools = _tools(data.tools)
-                events += _decide(lambda: agg.change_tools(state, tools))
-                await _check_tools(session, principal, clean_tools(tools))
+                tools = tool_settings(data.tools)
+                events += checked(lambda: agg.change_tools(state, tools))
+                await check_tools(session, principal, clean_tools(tools))
             if not events:
                 mark_unchanged(request)
             await commands.append(session, conversation_id, loaded, events, meta)
-            row = await _row(session, conversation_id)
-        return _with_etag(_to_schema(row))
+            row = await conversation_row(session, conversation_id)
+        return with_etag(conversation_schema(row))
 
     async def _transition(
         self,
@@ -394,15 +256,15 @@ class ConversationController(Controller):
                 check_if_match(if_match, loaded.version)
             events = decide(loaded.state)
             await commands.append(session, conversation_id, loaded, events, event_metadata(request, principal))
-            return _to_schema(await _row(session, conversation_id))
+            return conversation_schema(await conversation_row(session, conversation_id))
 
     @post(
         "/{conversation_id:str}/archive",
         operation_id="ArchiveConversation",
         summary="Archive a conversation (read-only and hidden from lists until restored)",
         status_code=200,
-        response_headers=[_ETAG_HEADER],
-        responses={**_NOT_FOUND, **_FORBIDDEN, **_PRECONDITION, **_CONFLICT},
+        response_headers=[ETAG_HEADER],
+        responses={**NOT_FOUND, **FORBIDDEN, **PRECONDITION, **CONFLICT},
     )
     async def archive_conversation(
         self,
@@ -413,15 +275,15 @@ class ConversationController(Controller):
         if_match: IfMatchHeader = None,
     ) -> Response[Conversation]:
         body = await self._transition(request, services, principal, conversation_id, agg.archive, if_match)
-        return _with_etag(body)
+        return with_etag(body)
 
     @post(
         "/{conversation_id:str}/restore",
         operation_id="RestoreConversation",
         summary="Restore an archived conversation",
         status_code=200,
-        response_headers=[_ETAG_HEADER],
-        responses={**_NOT_FOUND, **_FORBIDDEN, **_PRECONDITION, **_CONFLICT},
+        response_headers=[ETAG_HEADER],
+        responses={**NOT_FOUND, **FORBIDDEN, **PRECONDITION, **CONFLICT},
     )
     async def restore_conversation(
         self,
@@ -432,14 +294,14 @@ class ConversationController(Controller):
         if_match: IfMatchHeader = None,
     ) -> Response[Conversation]:
         body = await self._transition(request, services, principal, conversation_id, agg.restore, if_match)
-        return _with_etag(body)
+        return with_etag(body)
 
     @delete(
         "/{conversation_id:str}",
         operation_id="DeleteConversation",
         summary="Delete a conversation (owner only)",
         status_code=204,
-        responses={**_NOT_FOUND, **_FORBIDDEN, **_PRECONDITION, **_CONFLICT},
+        responses={**NOT_FOUND, **FORBIDDEN, **PRECONDITION, **CONFLICT},
     )
     async def delete_conversation(
         self,

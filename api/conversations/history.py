@@ -9,16 +9,16 @@ from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from sqlalchemy import select
 
-from api.conversations.controller import (
-    _NOT_FOUND,
+from api.conversations.schemas import ConversationEvent, ConversationEventList, MessageList
+from api.conversations.support import (
     ENTITY,
+    NOT_FOUND,
     ConversationId,
     PositionCursor,
     VersionCursor,
-    _message,
-    _row,
+    conversation_row,
+    message_schema,
 )
-from api.conversations.schemas import ConversationEvent, ConversationEventList, MessageList
 from api.pagination import CursorParam, LimitParam, decode_cursor, page_response, paginate
 from api.services import Services
 from domain.chat.errors import ConversationNotFound
@@ -38,7 +38,7 @@ class ConversationHistoryController(Controller):
         "/{conversation_id:str}/messages",
         operation_id="ListConversationMessages",
         summary="List the messages of the conversation's current branch, oldest first",
-        responses=_NOT_FOUND,
+        responses=NOT_FOUND,
     )
     async def list_messages(
         self,
@@ -59,17 +59,17 @@ class ConversationHistoryController(Controller):
             query = query.where(mt.c.position > decode_cursor(cursor, PositionCursor).position)
         async with services.db.read() as session:
             await acl.require(session, principal, ENTITY, conversation_id, "read", ConversationNotFound)
-            await _row(session, conversation_id)
+            await conversation_row(session, conversation_id)
             rows = (await session.execute(query)).all()
         page, has_more, next_cursor = paginate(rows, limit, lambda r: PositionCursor(r.position))
-        body = MessageList(data=[_message(r) for r in page], has_more=has_more, next_cursor=next_cursor)
+        body = MessageList(data=[message_schema(r) for r in page], has_more=has_more, next_cursor=next_cursor)
         return page_response(body, request, limit, services.settings.http.public_url)
 
     @get(
         "/{conversation_id:str}/events",
         operation_id="ListConversationEvents",
         summary="List the conversation's domain events (its history), oldest first",
-        responses=_NOT_FOUND,
+        responses=NOT_FOUND,
     )
     async def list_events(
         self,
@@ -83,7 +83,7 @@ class ConversationHistoryController(Controller):
         after = 0 if cursor is None else decode_cursor(cursor, VersionCursor).version
         async with services.db.read() as session:
             await acl.require(session, principal, ENTITY, conversation_id, "read", ConversationNotFound)
-            await _row(session, conversation_id)
+            await conversation_row(session, conversation_id)
             recorded = await PostgresEventStore(session).read_stream(
                 stream_id(conversation_id), from_version=max(after, 0) + 1, limit=limit + 1
             )

@@ -28,8 +28,8 @@ from msgspec import Meta
 from sqlalchemy import select
 
 from api.context import event_metadata
-from api.conversations.controller import ENTITY, _decide, _message
 from api.conversations.schemas import Message
+from api.conversations.support import ENTITY, checked, message_schema
 from api.errors import ApiError
 from api.idempotency import IdempotencyKeyHeader, idempotent
 from api.prompts.controller import caller_scope
@@ -110,7 +110,7 @@ async def start_turn(
         if loaded.state.status in ("none", "deleted"):
             raise ConversationNotFound()
         state = loaded.state
-        _decide(lambda: decide(state, new_id()))
+        checked(lambda: decide(state, new_id()))
         model_id = state.model_id
         if model_id is None:
             raise ApiError(422, "model_not_set", "The conversation has no model: set its model_id first.")
@@ -144,7 +144,7 @@ async def start_turn(
         approval_timeout_s=services.settings.approval_timeout_s,
     )
     runner.start(run_id, work, claimed=run)
-    return PostedMessage(message=_message(row), run=to_schema(run))
+    return PostedMessage(message=message_schema(row), run=to_schema(run))
 
 
 async def _post(
