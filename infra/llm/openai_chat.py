@@ -4,6 +4,12 @@ The same adapter serves every OpenAI-compatible server (vLLM, Ollama, LiteLLM, G
 give it a ``base_url``, extra default headers / query parameters, and an API key only when the
 server wants one. The SDK's own retries are off; ``infra.llm.streaming.resilient`` is the only
 retry and timeout layer. No SDK type leaves this module.
+
+The stream is the SDK's own (its SSE decoding, ``[DONE]``, in-stream error events as
+``APIError``, timeouts and connection errors as its exceptions), asked for plain JSON objects
+(``cast_to=object``) that ``Chunk`` then reads: building the SDK's pydantic chunk models costs
+about 165 µs of CPU per chunk against about 35 µs for the plain stream (bench/chat measures it),
+and a server streams thousands of chunks a second.
 """
 
 from __future__ import annotations
@@ -14,17 +20,16 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+import msgspec
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import (
-    ChatCompletionChunk,
     ChatCompletionContentPartParam,
     ChatCompletionMessageParam,
     ChatCompletionMessageToolCallParam,
     ChatCompletionToolChoiceOptionParam,
     ChatCompletionToolParam,
 )
-from openai.types.completion_usage import CompletionUsage
 
 from domain.llm.messages import (
     AssistantMessage,
@@ -127,7 +132,56 @@ def failure_for_error(error: openai.OpenAIError) -> Failed:
     return Failed(kind="bad_response", message=str(error) or type(error).__name__)
 
 
-def _usage(usage: CompletionUsage) -> Usage:
+# -- the streamed chunk (what this adapter reads of ``chat.completion.chunk``) --------------------
+
+
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _CallDelta(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _Function | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_CallDelta] | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta = msgspec.field(default_factory=_Delta)
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None  # vLLM: the stop string (or token id) that ended the turn
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+
+
+class Chunk(msgspec.Struct):
+    """One ``chat.completion.chunk``; unknown fields are ignored, wrong types refused."""
+
+    choices: list[_Choice] = msgspec.field(default_factory=list)
+    usage: _Usage | None = None
+
+
+def read_chunk(data: object) -> Chunk:
+    """A chunk from its decoded JSON; ``ValueError`` (``msgspec.ValidationError``) if it is not one."""
+    return msgspec.convert(data, Chunk)
+
+
+def _usage(usage: _Usage) -> Usage:
     details = usage.prompt_tokens_details
     cached = (details.cached_tokens if details is not None else None) or 0
     return Usage(
@@ -252,16 +306,14 @@ class OpenAIChatModel:
             yield Failed(kind="bad_request", message=str(exc))
             return
         turn = _Turn(request)
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}, **self.extra_body}
         try:
-            stream = await self.client.chat.completions.create(
-                stream=True,
-                stream_options={"include_usage": True},
-                extra_body=self.extra_body or None,
-                **body,
+            stream = await self.client.post(
+                "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=AsyncStream[object]
             )
             async with stream:
-                async for chunk in stream:
-                    events = turn.feed(chunk)
+                async for data in stream:
+                    events = turn.feed(read_chunk(data))
                     if turn.done:
                         await drain(stream)  # before the terminal event: the consumer stops there
                     for event in events:
@@ -279,7 +331,7 @@ class OpenAIChatModel:
                 yield event
             yield failure
             return
-        except ValueError as exc:  # a data line that is not JSON
+        except ValueError as exc:  # a data line that is not JSON, or not a chunk
             for event in turn.trailer():
                 yield event
             yield Failed(kind="bad_response", message=f"the provider sent an unreadable event: {exc}")
@@ -305,7 +357,7 @@ class _Turn:
         self.usage: Usage | None = None
         self.done = False
 
-    def feed(self, chunk: ChatCompletionChunk) -> list[StreamEvent]:
+    def feed(self, chunk: Chunk) -> list[StreamEvent]:
         out: list[StreamEvent] = []
         try:
             self._feed(chunk, out)
@@ -334,7 +386,7 @@ class _Turn:
         self.done = True
         return [*out, *self.trailer(), failure]
 
-    def _feed(self, chunk: ChatCompletionChunk, out: list[StreamEvent]) -> None:
+    def _feed(self, chunk: Chunk, out: list[StreamEvent]) -> None:
         if chunk.usage is not None:
             self.usage = _usage(chunk.usage)
         for choice in chunk.choices:
@@ -356,7 +408,7 @@ class _Turn:
                     out.append(self.calls.delta(call.index, function.arguments))
             if choice.finish_reason is not None:
                 self._close_calls(out)
-                self.finish = self._stop_reason(choice.finish_reason, choice.model_extra or {})
+                self.finish = self._stop_reason(choice.finish_reason, choice.stop_reason)
 
     def _close_calls(self, out: list[StreamEvent]) -> None:
         for event in self.calls.complete_all():
@@ -364,10 +416,10 @@ class _Turn:
                 raise _Broken(event)
             out.append(event)
 
-    def _stop_reason(self, finish: str, extra: Mapping[str, Any]) -> StopReason:
+    def _stop_reason(self, finish: str, matched: str | int | None) -> StopReason:
         if finish == "stop" and self.called:
             return "tool_use"  # some compatible servers say "stop" after tool calls
-        if finish == "stop" and self.request.stop and extra.get("stop_reason") in self.request.stop:
+        if finish == "stop" and self.request.stop and matched in self.request.stop:
             return "stop_sequence"  # vLLM names the stop string it matched
         return _STOP_REASONS.get(finish, "end_turn")
 

@@ -10,7 +10,6 @@ import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from openai.types.chat import ChatCompletionChunk
 
 from domain.llm.messages import (
     AssistantMessage,
@@ -34,7 +33,7 @@ from domain.llm.stream import (
     Usage,
     fold,
 )
-from infra.llm.openai_chat import OpenAIChatModel, _Turn, openai_chat_model
+from infra.llm.openai_chat import Chunk, OpenAIChatModel, _Turn, openai_chat_model, read_chunk
 from infra.llm.openai_embeddings import openai_embedding_model
 from infra.llm.rerank import HttpReranker
 from infra.llm.streaming import StreamPolicy
@@ -394,11 +393,9 @@ async def test_an_error_event_inside_the_stream_is_a_typed_failure(model: OpenAI
     ]
 
 
-def chunk(delta: dict[str, object] | None, finish: str | None = None, **extra: object) -> ChatCompletionChunk:
+def chunk(delta: dict[str, object] | None, finish: str | None = None, **extra: object) -> Chunk:
     choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, **extra}]
-    return ChatCompletionChunk.model_validate(
-        {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": choices}
-    )
+    return read_chunk({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": choices})
 
 
 def test_compatible_servers_quirks_map_to_the_right_stop_reason() -> None:
@@ -419,3 +416,10 @@ def test_tool_arguments_that_are_not_json_fail_the_turn() -> None:
     assert isinstance(events[-1], Failed)
     assert events[-1].kind == "bad_response"
     assert turn.done
+
+
+def test_a_chunk_of_the_wrong_shape_is_refused_and_unknown_fields_are_ignored() -> None:
+    with pytest.raises(ValueError):
+        read_chunk({"choices": [{"index": 0, "delta": {"content": 5}}]})
+    read = read_chunk({"choices": [{"index": 0, "delta": {"content": "x", "audio": {}}, "logprobs": None}], "x": 1})
+    assert read.choices[0].delta.content == "x"
