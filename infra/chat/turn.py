@@ -16,10 +16,13 @@ After the first assistant message of a conversation without a title completes, t
 asked for a short title (``infra.chat.titles``), recorded as a generated ``TitleChanged`` (metered
 with purpose ``title``) before the run ends, never over a title the user set.
 
-The conversation hears about the turn at most every ``CHECKPOINT_EVERY_S`` (the text so far) and
-once at its end, always *before* the run's terminal event, so a client that saw the terminal event
-reads the final message: completed; failed with the provider failure's problem code (e.g.
-``provider_rate_limited``); interrupted with the partial text on cancel. A run whose process died
+The conversation hears about the turn at most every ``CHECKPOINT_EVERY_S`` (the text so far, written
+beside the stream: the deltas never wait for the database, and the first checkpoint of a turn comes
+after a random half to whole period, so turns that start together do not all write at once) and
+once at its end (after any checkpoint in flight), always *before* the run's terminal event, so a
+client that saw the terminal event reads the final message: completed; failed with the provider
+failure's problem code (e.g. ``provider_rate_limited``); interrupted with the partial text on
+cancel. A run whose process died
 is ended by the reaper, whose ``on_interrupted("chat")`` hook (registered here, imported by the
 background runtime) marks the message interrupted with its last checkpointed text. Every ending
 returns the conversation to ``active``.
@@ -29,9 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -121,11 +125,29 @@ class _Progress:
 
     text: list[str] = field(default_factory=list)
     tokens: TokenCount = field(default_factory=TokenCount)
-    checkpointed_at: float = field(default_factory=time.monotonic)
+    checkpoint_due: float = field(
+        default_factory=lambda: time.monotonic() + CHECKPOINT_EVERY_S * random.uniform(0.5, 1)
+    )
+    checkpointing: asyncio.Task[None] | None = None
 
     @property
     def content(self) -> str:
         return "".join(self.text)
+
+    def checkpoint(self, write: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+        """Write the text so far in the background if a checkpoint is due and none is in flight."""
+        now = time.monotonic()
+        if now >= self.checkpoint_due and (self.checkpointing is None or self.checkpointing.done()):
+            self.checkpoint_due = now + CHECKPOINT_EVERY_S
+            self.checkpointing = asyncio.get_running_loop().create_task(write(self.content))
+
+    async def settle(self, *, cancel: bool = False) -> None:
+        """Wait for the checkpoint in flight (or stop it): nothing is checkpointed after the end."""
+        task, self.checkpointing = self.checkpointing, None
+        if task is not None:
+            if cancel:
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +184,21 @@ class TurnWork:
         async with self.db.read() as session:
             return (await commands.load_conversation(session, self.conversation_id)).state
 
-    async def _record(self, decide: Callable[[ConversationState], Sequence[Event]]) -> ConversationState:
-        """Decide on the conversation's current state and append; a concurrent writer (a rename, an
-        approval) makes us decide again on the newer state. One write at a time per turn."""
+    async def _record(
+        self,
+        decide: Callable[[ConversationState], Sequence[Event]],
+        also: Callable[[AsyncSession], Awaitable[None]] | None = None,
+    ) -> ConversationState:
+        """Decide on the conversation's current state and append, in one transaction with ``also``
+        (run first: a run's row is locked before the event store's append lock, the order the cancel
+        route takes them in); a concurrent writer (a rename, an approval) makes us decide again on
+        the newer state. One write at a time per turn."""
         async with self._writes:
             for attempt in range(RECORD_ATTEMPTS):
                 try:
                     async with self.db.write() as session:
+                        if also is not None:
+                            await also(session)
                         loaded = await commands.load_conversation(session, self.conversation_id)
                         events = decide(loaded.state)
                         await commands.append(session, self.conversation_id, loaded, events, self.meta)
@@ -202,9 +232,7 @@ class TurnWork:
                         continue
                     await ctx.publish(MessageDelta(message_id=self.message_id, text=event.text))
                     progress.text.append(event.text)  # after publishing: the kept text is what was streamed
-                    if time.monotonic() - progress.checkpointed_at >= CHECKPOINT_EVERY_S:
-                        await self._checkpoint(ctx, progress.content)
-                        progress.checkpointed_at = time.monotonic()
+                    progress.checkpoint(lambda so_far: self._checkpoint(ctx, so_far))
                 elif isinstance(event, LlmToolCallStarted):
                     names[event.id] = event.name
                     await ctx.publish(ToolCallStarted(tool_call_id=event.id, name=event.name))
@@ -273,8 +301,10 @@ class TurnWork:
                 results = await tool_round.run(response.calls, offered, state.tools.approval, text=text)
                 turn += [AssistantMessage(content=text[round_start:], tool_calls=response.calls), *results]
                 round_start = len(text)
+            await progress.settle()
             usage = await self._publish_usage(ctx, progress)
         except asyncio.CancelledError:
+            await _uncancellable(lambda: progress.settle(cancel=True))
             reason: Any = "cancelled" if ctx.cancelled.is_set() else "lease_expired"
             partial, used = progress.content, self._message_usage(progress)
             await _uncancellable(
@@ -284,6 +314,7 @@ class TurnWork:
             )
             raise
         except Exception as exc:
+            await progress.settle(cancel=True)
             detail = str(exc)[:500] or None
             code = str(getattr(exc, "code", "internal_error"))
             partial, used = progress.content, self._message_usage(progress)
@@ -358,8 +389,9 @@ class TurnWork:
     async def _checkpoint(self, ctx: RunContext, so_far: str) -> None:
         """Keep the text so far in the conversation (what survives a crash); best effort."""
         try:
-            await self._record(lambda s: turns.checkpoint(s, message_id=self.message_id, content=so_far))
-            await ctx.checkpoint()
+            await self._record(
+                lambda s: turns.checkpoint(s, message_id=self.message_id, content=so_far), also=ctx.checkpoint_in
+            )
         except Exception:
             log.warning("chat checkpoint failed", extra={"run_id": str(ctx.run_id)}, exc_info=True)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import func, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.runs.events import (
     RunCancelled,
@@ -99,11 +100,15 @@ class RunContext:
 
     async def checkpoint(self) -> None:
         async with self._runner.db.write() as session:
-            await session.execute(
-                update(runs)
-                .where(runs.c.id == self.run_id, runs.c.lease_owner == self._runner.owner)
-                .values(last_seq=self.last_seq, usage=self.usage)
-            )
+            await self.checkpoint_in(session)
+
+    async def checkpoint_in(self, session: AsyncSession) -> None:
+        """``checkpoint`` inside the caller's transaction."""
+        await session.execute(
+            update(runs)
+            .where(runs.c.id == self.run_id, runs.c.lease_owner == self._runner.owner)
+            .values(last_seq=self.last_seq, usage=self.usage)
+        )
 
 
 Work = Callable[[RunContext], Coroutine[Any, Any, None]]

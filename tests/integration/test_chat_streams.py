@@ -2,7 +2,8 @@
 a loopback uvicorn server): one tab drops its connection mid-answer and resumes with Last-Event-ID
 while a second user with access watches the whole run (nothing lost or repeated, the same frames as
 a replay); ``/messages/stream`` answers with the run's SSE directly; a provider failing mid-answer
-ends the stream with ``run.failed`` and the message keeps the streamed text."""
+ends the stream with ``run.failed`` and the message keeps the streamed text; deltas keep flowing
+while the database cannot take the turn's checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
+from api.services import Services
+from infra.chat import turn as chat_turn
+from infra.eventstore.postgres import APPEND_LOCK
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration import test_chat_turns as turns_tests
@@ -115,3 +120,33 @@ async def test_a_provider_failing_mid_answer_fails_the_turn_keeping_the_streamed
     stored = (await messages(http, ada, cid))[1]
     assert (stored["status"], stored["content"], stored["error"]["code"]) == ("failed", "Hel", code)
     assert await status_of(http, ada, cid) == "active"
+
+
+async def test_deltas_keep_flowing_while_the_checkpoint_waits_for_the_database(
+    http: httpx.AsyncClient,
+    ada: User,
+    openai_fake: FakeOpenAIServer,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The partial text is written beside the stream: a checkpoint stuck behind another transaction
+    (here one holding the event store's append lock) does not hold up the deltas, and the turn still
+    ends with everything streamed."""
+    monkeypatch.setattr(chat_turn, "CHECKPOINT_EVERY_S", 0.05)
+    model = await model_of(http, ada, openai_fake.base_url, "slow")
+    cid = await conversation_of(http, ada, model, title="Busy database")
+    run_id = (await post(http, ada, cid, "Talk slowly"))["run"]["id"]
+    url = f"/api/v1/runs/{run_id}/events"
+    head = framed(await read_frames(http, url, ada.headers, stop_after=3))
+    async with services.db.engine.connect() as conn, conn.begin():
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK})
+        kept = (await messages(http, ada, cid))[1]["content"]
+        after = head[-1][0]
+        # A delta every 50 ms: 12 more frames span several checkpoint periods, none can be written.
+        more = framed(await asyncio.wait_for(read_frames(http, f"{url}?after={after}", ada.headers, stop_after=12), 5))
+        assert [seq for seq, _, _ in more] == list(range(after + 1, after + 13))
+        assert all(kind == "message.delta" for _, kind, _ in more)
+        assert (await messages(http, ada, cid))[1]["content"] == kept  # nothing checkpointed meanwhile
+    assert (await http.post(f"/api/v1/runs/{run_id}/cancel", headers=ada.headers)).status_code == 202
+    frames = await read_frames(http, url, ada.headers)
+    assert (await messages(http, ada, cid))[1]["content"] == check_stream(frames, "run.cancelled")
