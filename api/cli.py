@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import base64
 import dataclasses
+import gc
 import getpass
 import logging
 import os
@@ -141,6 +142,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _declare_env_providers(resolved)
         runtime = BackgroundRuntime(resolved)
         runtime.start()
+        gc.collect()
+        gc.freeze()  # start-up's objects out of the collector's sight, as in the app's lifespan
         log.info("worker running")
         try:
             stop.wait()
