@@ -54,12 +54,16 @@ async def append(
         return Applied(loaded.state, loaded.version, ())
     store = PostgresEventStore(session)
     sid = stream_id(conversation_id)
-    version = await store.append(sid, loaded.version, [NewEvent(payload=e, metadata=meta) for e in events])
+    appended = await store.append_recorded(sid, loaded.version, [NewEvent(payload=e, metadata=meta) for e in events])
+    version = appended[-1].version
     # Project from the read model's own version, not just this command's events: an event appended by
     # a writer that did not project (a worker using the plain aggregate executor) would otherwise be
     # skipped for good by the version guard once a later event is applied.
     projected = await session.scalar(select(conversations.c.version).where(conversations.c.id == conversation_id))
-    recorded = tuple(await store.read_stream(sid, from_version=min(projected or 0, loaded.version) + 1))
+    behind = min(projected or 0, loaded.version)
+    recorded = tuple(appended)
+    if behind < loaded.version:
+        recorded = (*await store.read_stream(sid, from_version=behind + 1, limit=loaded.version - behind), *appended)
     await project(session, recorded)
     state = CONVERSATION.fold(loaded.state, events)
     if version - loaded.snapshot_version >= SNAPSHOT_EVERY:

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import delete, exists, func, insert, literal, select, text, type_coerce, update
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.chat import events as ev
@@ -115,14 +116,12 @@ async def _apply_tool_call(conn: Conn, cid: uuid.UUID, p: Any, at: datetime) -> 
 async def _create(conn: Conn, e: RecordedEvent) -> None:
     p = e.payload
     assert isinstance(p, ev.ConversationCreated | ev.ConversationForked)
-    seen = await conn.scalar(select(ct.c.version).where(ct.c.id == p.conversation_id))
-    if seen is not None:
-        return
     copied = p.messages if isinstance(p, ev.ConversationForked) else []
     parent = p.parent_conversation_id if isinstance(p, ev.ConversationForked) else None
     forked_from = p.forked_from_message_id if isinstance(p, ev.ConversationForked) else None
-    await conn.execute(
-        insert(ct).values(
+    created = await conn.execute(
+        pg_insert(ct)
+        .values(
             id=p.conversation_id,
             tenant_id=p.tenant_id,
             owner_id=p.owner_id,
@@ -138,7 +137,11 @@ async def _create(conn: Conn, e: RecordedEvent) -> None:
             updated_at=e.recorded_at,
             version=e.version,
         )
+        .on_conflict_do_nothing(index_elements=[ct.c.id])
+        .returning(ct.c.id)
     )
+    if created.first() is None:
+        return  # already applied (a tombstone stays one)
     for position, m in enumerate(copied):
         await _insert_message(
             conn,
@@ -157,38 +160,59 @@ async def _create(conn: Conn, e: RecordedEvent) -> None:
     await _refresh_search(conn, p.conversation_id)
 
 
+def _row_changes(p: Any, at: datetime) -> dict[str, Any]:
+    """What ``p`` changes in its conversation's row, written with the version claim (one UPDATE)."""
+    match p:
+        case ev.TitleChanged():
+            return {"title": p.title}
+        case ev.SettingsChanged():
+            return {"system_prompt": p.system_prompt, "model_id": p.model_id}
+        case ev.ToolSettingsChanged():
+            return {"tools": _jsonable(p.tools)}
+        case ev.UserMessagePosted():
+            return {"status": "active", "last_message_at": at}
+        case ev.AssistantMessageStarted():
+            return {"status": "running", "last_message_at": at}
+        case ev.AssistantMessageCompleted() | ev.AssistantMessageFailed() | ev.AssistantMessageInterrupted():
+            return {"status": "active"}
+        case ev.ConversationArchivedEvent():
+            return {"status": "archived"}
+        case ev.ConversationDeleted():
+            return {"status": "deleted", "title": None, "system_prompt": None, "search": None}
+    return {}
+
+
+_SEARCHED = (
+    ev.TitleChanged,
+    ev.UserMessagePosted,
+    ev.AssistantMessageCompleted,
+    ev.AssistantMessageFailed,
+    ev.AssistantMessageInterrupted,
+    ev.ConversationTruncated,
+)
+"""Events that change the text the conversation is found by."""
+
+
 async def _apply_one(conn: Conn, e: RecordedEvent) -> None:
     p = e.payload
     if isinstance(p, ev.ConversationCreated | ev.ConversationForked):
         await _create(conn, e)
         return
     cid: uuid.UUID = getattr(p, "conversation_id")  # noqa: B009 (every conversation event has it)
+    at = e.recorded_at
     claimed = await conn.execute(
         update(ct)
         .where(ct.c.id == cid, ct.c.version < e.version)
-        .values(version=e.version, updated_at=e.recorded_at)
+        .values(version=e.version, updated_at=at, **_row_changes(p, at))
         .returning(ct.c.id)
     )
     if claimed.first() is None:
         return  # already applied (or the conversation's first event was never seen)
-    at = e.recorded_at
-    search = False
     match p:
-        case ev.TitleChanged():
-            await conn.execute(update(ct).where(ct.c.id == cid).values(title=p.title))
-            search = True
-        case ev.SettingsChanged():
-            await conn.execute(
-                update(ct).where(ct.c.id == cid).values(system_prompt=p.system_prompt, model_id=p.model_id)
-            )
-        case ev.ToolSettingsChanged():
-            await conn.execute(update(ct).where(ct.c.id == cid).values(tools=_jsonable(p.tools)))
         case ev.UserMessagePosted():
             await _insert_message(
                 conn, cid, at, id=p.message_id, position=p.position, role="user", content=p.content, status="completed"
             )
-            await conn.execute(update(ct).where(ct.c.id == cid).values(status="active", last_message_at=at))
-            search = True
         case ev.AssistantMessageStarted():
             await _insert_message(
                 conn,
@@ -202,7 +226,6 @@ async def _apply_one(conn: Conn, e: RecordedEvent) -> None:
                 run_id=p.run_id,
                 model_id=p.model_id,
             )
-            await conn.execute(update(ct).where(ct.c.id == cid).values(status="running", last_message_at=at))
         case ev.AssistantMessageCheckpointed():
             await _update_message(conn, p.message_id, at, content=p.content)
         case ev.AssistantMessageCompleted():
@@ -215,8 +238,6 @@ async def _apply_one(conn: Conn, e: RecordedEvent) -> None:
                 usage=_jsonable(p.usage),
                 finish_reason=p.finish_reason,
             )
-            await conn.execute(update(ct).where(ct.c.id == cid).values(status="active"))
-            search = True
         case ev.AssistantMessageFailed():
             await _update_message(
                 conn,
@@ -227,8 +248,6 @@ async def _apply_one(conn: Conn, e: RecordedEvent) -> None:
                 usage=_jsonable(p.usage),
                 error={"code": p.error_code, "detail": p.error_detail},
             )
-            await conn.execute(update(ct).where(ct.c.id == cid).values(status="active"))
-            search = True
         case ev.AssistantMessageInterrupted():
             await _update_message(
                 conn,
@@ -239,8 +258,6 @@ async def _apply_one(conn: Conn, e: RecordedEvent) -> None:
                 usage=_jsonable(p.usage),
                 finish_reason=p.reason,
             )
-            await conn.execute(update(ct).where(ct.c.id == cid).values(status="active"))
-            search = True
         case ev.ConversationTruncated():
             await conn.execute(
                 update(mt)
@@ -248,19 +265,13 @@ async def _apply_one(conn: Conn, e: RecordedEvent) -> None:
                 .values(in_branch=False, updated_at=at)
             )
             await _settle_status(conn, cid)
-            search = True
-        case ev.ConversationArchivedEvent():
-            await conn.execute(update(ct).where(ct.c.id == cid).values(status="archived"))
         case ev.ConversationRestored():
             await _settle_status(conn, cid)
         case ev.ConversationDeleted():
             await conn.execute(delete(mt).where(mt.c.conversation_id == cid))
-            await conn.execute(
-                update(ct).where(ct.c.id == cid).values(status="deleted", title=None, system_prompt=None, search=None)
-            )
         case ev.ToolCallRequested() | ev.ToolCallApproved() | ev.ToolCallDenied() | ev.ToolCallCompleted():
             await _apply_tool_call(conn, cid, p, at)
-    if search:
+    if isinstance(p, _SEARCHED):
         await _refresh_search(conn, cid)
 
 

@@ -54,7 +54,7 @@ _INSERT = """
         ORDER BY ord
     ) AS t
     WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $2
-    RETURNING version
+    RETURNING version, position, recorded_at
 """
 _COLUMNS = "event_id, stream_id, version, position, type_id, data::text, metadata::text, recorded_at"
 _READ_STREAM = f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
@@ -110,18 +110,27 @@ class PostgresEventStore:
         return self._raw
 
     async def append(self, stream_id: str, expected_version: int, events: Sequence[NewEvent]) -> int:
+        await self.append_recorded(stream_id, expected_version, events)
+        return expected_version + len(events)
+
+    async def append_recorded(
+        self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> list[RecordedEvent]:
+        """``append``, answering with the events as recorded (versions, positions, times), so a
+        caller that projects them needs no read-back."""
         if expected_version < 0:
             raise Invalid("expected_version must be >= 0", code="invalid_expected_version")
         if not events:
-            return expected_version
+            return []
         if len(events) > MAX_BATCH:
             raise Invalid(f"at most {MAX_BATCH} events per append", code="too_many_events")
         encode, type_of = self.codec.encode, self.codec.type_id
+        types = [type_of(e.payload) for e in events]
         args = (
             stream_id,
             expected_version,
             [e.event_id for e in events],
-            [type_of(e.payload) for e in events],
+            types,
             [encode(e.payload).decode() for e in events],
             [_ENCODER.encode(e.metadata).decode() for e in events],
             [e.metadata.tenant_id for e in events],
@@ -131,15 +140,28 @@ class PostgresEventStore:
             await conn.execute(_LOCK, APPEND_LOCK)
             self._locked = True
         try:
-            versions = await conn.fetch(_INSERT, *args)
+            rows = await conn.fetch(_INSERT, *args)
         except asyncpg.UniqueViolationError as exc:  # the transaction is aborted now: no further queries
             if exc.constraint_name == "uq_events_event_id":
                 raise Conflict("an event with this id is already recorded", code="duplicate_event") from exc
             raise ConcurrencyConflict(stream_id, expected_version, None) from exc
-        if len(versions) != len(events):
+        if len(rows) != len(events):
             raise ConcurrencyConflict(stream_id, expected_version, await self.stream_version(stream_id))
         self.appended += len(events)
-        return expected_version + len(events)
+        rows = sorted(rows, key=lambda r: r[0])
+        return [
+            RecordedEvent(
+                event_id=e.event_id,
+                stream_id=stream_id,
+                version=r[0],
+                position=r[1],
+                type_id=type_id,
+                payload=e.payload,
+                metadata=e.metadata,
+                recorded_at=r[2],
+            )
+            for e, type_id, r in zip(events, types, rows, strict=True)
+        ]
 
     def _decode(self, rows: Sequence[Any]) -> list[RecordedEvent]:
         decode = self.codec.decode

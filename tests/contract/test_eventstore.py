@@ -300,3 +300,15 @@ async def test_snapshots_are_used_and_never_fail_a_command(factory: Any) -> None
         loaded = await load(tx.events, "snap", COUNTER)
     assert loaded.version == 14
     assert loaded.state.total == 14
+
+
+async def test_postgres_append_answers_with_the_events_as_read_back(db: Database) -> None:
+    """What ``append_recorded`` answers (and the chat commands project without a read-back) is
+    exactly what reading the stream gives: versions, positions, times, payloads, metadata."""
+    async with PostgresTransactionFactory(db).transaction() as tx:
+        await tx.events.append("recorded-1", 0, [inc(1)])
+        recorded = await tx.events.append_recorded("recorded-1", 1, [inc(2, tenant_id="t1", actor="user:u1"), inc(3)])
+        assert [e.version for e in recorded] == [2, 3]
+        assert recorded == await tx.events.read_stream("recorded-1", from_version=2)
+        with pytest.raises(ConcurrencyConflict):
+            await tx.events.append_recorded("recorded-1", 1, [inc(4)])
