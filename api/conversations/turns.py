@@ -116,7 +116,7 @@ async def start_turn(
             raise ApiError(422, "model_not_set", "The conversation has no model: set its model_id first.")
         model, info = await services.llm_registry().chat_model(session, principal, model_id)
         runner = services.runs()
-        run_id = await rows.create_run(
+        run = await rows.insert_run(
             session,
             tenant_id=principal.tenant_id,
             kind="chat",
@@ -124,11 +124,10 @@ async def start_turn(
             created_by=principal.user_id,
             claimed_by=runner,
         )
+        run_id = run.id
         events = decide(state, run_id)
         await commands.append(session, conversation_id, loaded, events, meta)
         row = (await session.execute(select(mt).where(mt.c.id == message_id))).one()
-        run = await rows.load_run(session, run_id)
-        assert run is not None
     work = TurnWork(
         db=services.db,
         usage_sink=services.usage(),

@@ -139,14 +139,14 @@ async def sse_response(services: Services, run_id: uuid.UUID, position: int = 0,
             await streams.check(run_id, position, finished=finished)
     except StreamExpired:
         raise ApiError(410, "stream_expired", StreamExpired.__doc__ or "stream expired") from None
-    frames = streams.read(run_id, position, finished=finished, idle_s=PING_INTERVAL_S)
+    batches = streams.read_batches(run_id, position, finished=finished, idle_s=PING_INTERVAL_S)
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for frame in frames:
-                yield PING if frame is None else sse_frame(frame)
+            async for batch in batches:
+                yield PING if batch is None else b"".join(sse_frame(frame) for frame in batch)
         finally:
-            await frames.aclose()
+            await batches.aclose()
 
     return Stream(
         body(),

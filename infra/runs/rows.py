@@ -72,7 +72,29 @@ async def create_run(
     created_by: uuid.UUID | None = None,
     claimed_by: RunRunner | None = None,
 ) -> uuid.UUID:
-    """Insert a run in the caller's transaction; start it with ``RunRunner.start`` after commit.
+    """``insert_run``, answering with the new run's id."""
+    run = await insert_run(
+        session,
+        tenant_id=tenant_id,
+        kind=kind,
+        conversation_id=conversation_id,
+        created_by=created_by,
+        claimed_by=claimed_by,
+    )
+    return run.id
+
+
+async def insert_run(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    kind: str,
+    conversation_id: uuid.UUID | None = None,
+    created_by: uuid.UUID | None = None,
+    claimed_by: RunRunner | None = None,
+) -> Run:
+    """Insert a run in the caller's transaction and answer with it as stored; start it with
+    ``RunRunner.start`` after commit.
 
     ``claimed_by``: the runner of this process that will start it right after commit. The run is
     then inserted already running under that runner's lease (no second write to claim it), so if
@@ -88,12 +110,21 @@ async def create_run(
             "lease_owner": claimed_by.owner,
             "lease_expires_at": func.now() + timedelta(seconds=claimed_by.lease_s),
         }
-    await session.execute(
-        insert(runs).values(
-            id=run_id, tenant_id=tenant_id, kind=kind, conversation_id=conversation_id, created_by=created_by, **values
+    row = (
+        await session.execute(
+            insert(runs)
+            .values(
+                id=run_id,
+                tenant_id=tenant_id,
+                kind=kind,
+                conversation_id=conversation_id,
+                created_by=created_by,
+                **values,
+            )
+            .returning(*runs.c)
         )
-    )
-    return run_id
+    ).one()
+    return run_of(row)
 
 
 async def load_run(session: AsyncSession, run_id: uuid.UUID) -> Run | None:

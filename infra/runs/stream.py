@@ -400,21 +400,39 @@ class RunStreams:
         ``finished``: the run is known to be over (its terminal frame was published), so reading
         stops after the replay. Call ``check`` first to report an expired position.
         """
+        batches = self.read_batches(run_id, after, finished=finished, idle_s=idle_s)
+        try:
+            async for batch in batches:
+                if batch is None:
+                    yield None
+                    continue
+                for frame in batch:
+                    yield frame
+        finally:
+            await batches.aclose()
+
+    async def read_batches(
+        self, run_id: uuid.UUID, after: int = 0, *, finished: bool = False, idle_s: float = 15.0
+    ) -> AsyncGenerator[list[Frame] | None, None]:
+        """``read``, a batch at a time: the frames that are there when the reader comes back for
+        more (a reader that fell behind sends them in one write)."""
         key = stream_key(run_id)
-        cursor = f"{after}-1"
+        cursor = after
         while True:  # replay
-            batch: Any = await self.redis.xrange(key, min=f"({cursor}", count=_REPLAY_BATCH)
-            for entry_id, fields in batch:
-                frame = _frame(entry_id, fields)
-                cursor = f"{frame.seq}-1"
-                yield frame
+            batch: Any = await self.redis.xrange(key, min=f"({cursor}-1", count=_REPLAY_BATCH)
+            frames = [_frame(entry_id, fields) for entry_id, fields in batch]
+            for i, frame in enumerate(frames):
                 if frame.terminal:
+                    yield frames[: i + 1]
                     return
+            if frames:
+                cursor = frames[-1].seq
+                yield frames
             if len(batch) < _REPLAY_BATCH:
                 break
         if finished:
             return  # the terminal frame was at or before ``after``
-        follower = _Follower(key, int(cursor.split("-", 1)[0]))
+        follower = _Follower(key, cursor)
         try:
             await self._tailer.follow(follower)
             while True:  # tail
@@ -429,9 +447,14 @@ class RunStreams:
                     item = follower.queue.get_nowait()
                 if isinstance(item, BaseException):
                     raise item
-                for frame in item:
-                    yield frame
-                    if frame.terminal:
-                        return
+                while not follower.queue.empty() and not item[-1].terminal:
+                    more = follower.queue.get_nowait()
+                    if isinstance(more, BaseException):
+                        yield item
+                        raise more
+                    item = item + more
+                yield item
+                if item[-1].terminal:
+                    return
         finally:
             self._tailer.leave(follower)

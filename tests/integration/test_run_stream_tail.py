@@ -279,3 +279,20 @@ async def test_a_refused_write_sends_the_readers_back_to_redis(named: tuple[Redi
     await publish(here, run_id, 1, end=True)  # re-reads the last seq: 4, then the end
     await finished(reader)
     assert reader.seqs == [1, 2, 3, 4, 5]
+
+
+async def test_a_reader_that_fell_behind_gets_what_piled_up_in_one_batch(named: tuple[Redis, str]) -> None:
+    """``read_batches`` (what the SSE route writes from): frames that arrived while the reader was
+    busy come together, in order, and the terminal frame ends the batches."""
+    streams = RunStreams(named[0], 60)
+    run_id = new_id()
+    await publish(streams, run_id, 2)
+    batches = streams.read_batches(run_id, after=1, idle_s=10)
+    assert [f.seq for f in await asyncio.wait_for(anext(batches), 5) or []] == [2]  # the replay
+    waiting = asyncio.create_task(anext(batches))
+    await publish(streams, run_id, 1)
+    assert [f.seq for f in await asyncio.wait_for(waiting, 5) or []] == [3]
+    await publish(streams, run_id, 3, end=True)  # while the reader is not reading
+    assert [f.seq for f in await asyncio.wait_for(anext(batches), 5) or []] == [4, 5, 6, 7]
+    with pytest.raises(StopAsyncIteration):
+        await anext(batches)
