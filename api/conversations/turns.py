@@ -116,7 +116,7 @@ async def start_turn(
             raise ApiError(422, "model_not_set", "The conversation has no model: set its model_id first.")
         model, info = await services.llm_registry().chat_model(session, principal, model_id)
         runner = services.runs()
-        run = await rows.insert_run(
+        run = await rows.create_run(
             session,
             tenant_id=principal.tenant_id,
             kind="chat",

@@ -71,27 +71,6 @@ async def create_run(
     conversation_id: uuid.UUID | None = None,
     created_by: uuid.UUID | None = None,
     claimed_by: RunRunner | None = None,
-) -> uuid.UUID:
-    """``insert_run``, answering with the new run's id."""
-    run = await insert_run(
-        session,
-        tenant_id=tenant_id,
-        kind=kind,
-        conversation_id=conversation_id,
-        created_by=created_by,
-        claimed_by=claimed_by,
-    )
-    return run.id
-
-
-async def insert_run(
-    session: AsyncSession,
-    *,
-    tenant_id: uuid.UUID,
-    kind: str,
-    conversation_id: uuid.UUID | None = None,
-    created_by: uuid.UUID | None = None,
-    claimed_by: RunRunner | None = None,
 ) -> Run:
     """Insert a run in the caller's transaction and answer with it as stored; start it with
     ``RunRunner.start`` after commit.

@@ -354,13 +354,15 @@ async def test_the_reaper_marks_an_orphaned_turn_interrupted_with_its_last_check
     meta = EventMetadata(actor="system")
     assistant = new_id()
     async with db.write() as session:
-        run_id = await create_run(
-            session,
-            tenant_id=uuid.UUID(ada.tenant_id),
-            kind="chat",
-            conversation_id=conversation_id,
-            created_by=uuid.UUID(ada.id),
-        )
+        run_id = (
+            await create_run(
+                session,
+                tenant_id=uuid.UUID(ada.tenant_id),
+                kind="chat",
+                conversation_id=conversation_id,
+                created_by=uuid.UUID(ada.id),
+            )
+        ).id
         loaded = await commands.load_conversation(session, conversation_id)
         events = turns.post_message(
             loaded.state, message_id=new_id(), content="q", run_id=run_id, assistant_message_id=assistant

@@ -419,7 +419,7 @@ def test_tool_arguments_that_are_not_json_fail_the_turn() -> None:
 
 
 def test_a_chunk_of_the_wrong_shape_is_refused_and_unknown_fields_are_ignored() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"at `\$\.choices\[0\]\.delta\.content`"):
         read_chunk({"choices": [{"index": 0, "delta": {"content": 5}}]})
     read = read_chunk({"choices": [{"index": 0, "delta": {"content": "x", "audio": {}}, "logprobs": None}], "x": 1})
     assert read.choices[0].delta.content == "x"

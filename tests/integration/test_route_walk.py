@@ -231,9 +231,10 @@ async def run_of(db: Database, owner: User) -> uuid.UUID:
     """A queued run of the owner without a conversation (visible to its creator only), inserted
     directly: starting runs belongs to the routes that do work (chat turns, agents)."""
     async with db.write() as session:
-        return await create_run(
+        run = await create_run(
             session, tenant_id=uuid.UUID(owner.tenant_id), kind="agent", created_by=uuid.UUID(owner.id)
         )
+        return run.id
 
 
 async def test_a_second_user_gets_404_everywhere_and_changes_nothing(client: httpx.AsyncClient, db: Database) -> None:

@@ -81,13 +81,14 @@ def other_process(
 
 async def new_run(db: Database, owner: User, *, conversation_id: uuid.UUID | None = None) -> uuid.UUID:
     async with db.write() as session:
-        return await create_run(
+        run = await create_run(
             session,
             tenant_id=uuid.UUID(owner.tenant_id),
             kind="chat" if conversation_id else "agent",
             conversation_id=conversation_id,
             created_by=uuid.UUID(owner.id),
         )
+        return run.id
 
 
 async def run_row(db: Database, run_id: uuid.UUID) -> Run:
