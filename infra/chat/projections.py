@@ -68,9 +68,7 @@ async def _settle_status(conn: Conn, conversation_id: uuid.UUID) -> None:
 _INSERT_MESSAGE = insert(mt)
 _UPDATE_MESSAGE = update(mt).where(mt.c.id == bindparam("message_id_"))
 _CLAIM = (
-    update(ct)
-    .where(ct.c.id == bindparam("conversation_id_"), ct.c.version < bindparam("version_"))
-    .returning(ct.c.id)
+    update(ct).where(ct.c.id == bindparam("conversation_id_"), ct.c.version < bindparam("version_")).returning(ct.c.id)
 )
 
 
