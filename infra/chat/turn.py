@@ -16,10 +16,10 @@ After the first assistant message of a conversation without a title completes, t
 asked for a short title (``infra.chat.titles``), recorded as a generated ``TitleChanged`` (metered
 with purpose ``title``) before the run ends, never over a title the user set.
 
-The conversation hears about the turn at most every ``CHECKPOINT_EVERY_S`` (the text so far, written
-beside the stream: the deltas never wait for the database, and the first checkpoint of a turn comes
-after a random half to whole period, so turns that start together do not all write at once) and
-once at its end (after any checkpoint in flight), always *before* the run's terminal event, so a
+The conversation hears about the turn at most every ``progress.CHECKPOINT_EVERY_S`` (the text so
+far, written beside the stream: the deltas never wait for the database, and the first checkpoint of
+a turn comes after a random half to whole period, so turns that start together do not all write at
+once) and once at its end (after any checkpoint in flight), always *before* the run's terminal event, so a
 client that saw the terminal event reads the final message: completed; failed with the provider
 failure's problem code (e.g. ``provider_rate_limited``); interrupted with the partial text on
 cancel. A run whose process died
@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -70,6 +68,7 @@ from domain.shared.errors import ConcurrencyConflict
 from domain.shared.events import Event, EventMetadata
 from domain.shared.principal import Principal
 from infra.chat import commands, titles
+from infra.chat.progress import Progress, uncancellable
 from infra.chat.tools import ToolRound, definitions, offered_tools
 from infra.db.engine import Database
 from infra.llm.metering import MeteredChatModel, UsageRecorder
@@ -79,9 +78,6 @@ from infra.runs.rows import Run
 from infra.runs.runner import RunContext, RunFailure
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_EVERY_S = 3.0
-"""Longest time between two checkpoints of the partial text into the conversation (tests patch it)."""
 
 RECORD_ATTEMPTS = 3
 
@@ -102,52 +98,6 @@ def failure_problem(failure: Failed) -> RunProblem:
     if status == 422:
         title = "Unprocessable Content"
     return problem(status, f"provider_{failure.kind}", title, failure.message or None)
-
-
-T = TypeVar("T")
-
-
-async def _uncancellable(make: Callable[[], Awaitable[T]]) -> T:
-    """Finish ``make()`` even if the calling task is cancelled again meanwhile (a cancel arrives by
-    pub/sub and directly, so the work's task may be cancelled twice)."""
-    task = asyncio.ensure_future(make())
-    while True:
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                return task.result()
-
-
-@dataclass(slots=True)
-class _Progress:
-    """What the turn produced so far, across its model rounds."""
-
-    text: list[str] = field(default_factory=list)
-    tokens: TokenCount = field(default_factory=TokenCount)
-    checkpoint_due: float = field(
-        default_factory=lambda: time.monotonic() + CHECKPOINT_EVERY_S * random.uniform(0.5, 1)
-    )
-    checkpointing: asyncio.Task[None] | None = None
-
-    @property
-    def content(self) -> str:
-        return "".join(self.text)
-
-    def checkpoint(self, write: Callable[[str], Coroutine[Any, Any, None]]) -> None:
-        """Write the text so far in the background if a checkpoint is due and none is in flight."""
-        now = time.monotonic()
-        if now >= self.checkpoint_due and (self.checkpointing is None or self.checkpointing.done()):
-            self.checkpoint_due = now + CHECKPOINT_EVERY_S
-            self.checkpointing = asyncio.get_running_loop().create_task(write(self.content))
-
-    async def settle(self, *, cancel: bool = False) -> None:
-        """Wait for the checkpoint in flight (or stop it): nothing is checkpointed after the end."""
-        task, self.checkpointing = self.checkpointing, None
-        if task is not None:
-            if cancel:
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +158,7 @@ class TurnWork:
                         raise
         raise AssertionError("unreachable")
 
-    def _message_usage(self, progress: _Progress) -> TokenUsage | None:
+    def _message_usage(self, progress: Progress) -> TokenUsage | None:
         if progress.tokens == TokenCount():
             return None
         price = cost(progress.tokens, pricing_from(self.info.pricing))
@@ -218,7 +168,7 @@ class TurnWork:
             cost=None if price is None else str(price),
         )
 
-    async def _respond(self, ctx: RunContext, model: ChatModel, request: ChatRequest, progress: _Progress) -> _Response:
+    async def _respond(self, ctx: RunContext, model: ChatModel, request: ChatRequest, progress: Progress) -> _Response:
         """One model round: stream text and tool-call progress to the run, collect the calls."""
         calls: list[ToolCall] = []
         names: dict[str, str] = {}
@@ -254,7 +204,7 @@ class TurnWork:
         return _Response(calls=calls, stop_reason=stop_reason, failure=failure)
 
     async def __call__(self, ctx: RunContext) -> None:
-        progress = _Progress()
+        progress = Progress()
         try:
             state = self.posted if self.posted is not None else await self._load()
             capable = bool(self.info.capabilities.get("tools"))
@@ -304,10 +254,10 @@ class TurnWork:
             await progress.settle()
             usage = await self._publish_usage(ctx, progress)
         except asyncio.CancelledError:
-            await _uncancellable(lambda: progress.settle(cancel=True))
+            await uncancellable(lambda: progress.settle(cancel=True))
             reason: Any = "cancelled" if ctx.cancelled.is_set() else "lease_expired"
             partial, used = progress.content, self._message_usage(progress)
-            await _uncancellable(
+            await uncancellable(
                 lambda: self._end(
                     lambda s: turns.interrupt(s, message_id=self.message_id, reason=reason, content=partial, usage=used)
                 )
@@ -348,7 +298,7 @@ class TurnWork:
         if titles.wants_title(state, self.message_id):
             await self._title(ctx, state, content)
 
-    async def _publish_usage(self, ctx: RunContext, progress: _Progress) -> TokenUsage | None:
+    async def _publish_usage(self, ctx: RunContext, progress: Progress) -> TokenUsage | None:
         """The turn's tokens and cost (all its model rounds) as one ``usage`` event and the run's usage."""
         usage = self._message_usage(progress)
         if usage is not None:

@@ -27,7 +27,7 @@ T = TypeVar("T")
 TERMINAL = {"run.completed", "run.failed", "run.cancelled"}
 TICKS_BEFORE_CRASH = 70
 """``scenario:slow`` streams "tick" every 50 ms: past 70 ticks (3.5 s) the turn has checkpointed
-its text once (infra.chat.turn.CHECKPOINT_EVERY_S = 3)."""
+its text once (infra.chat.progress.CHECKPOINT_EVERY_S = 3)."""
 
 
 @pytest.fixture

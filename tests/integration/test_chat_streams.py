@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from api.services import Services
-from infra.chat import turn as chat_turn
+from infra.chat import progress as chat_progress
 from infra.eventstore.postgres import APPEND_LOCK
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -132,7 +132,7 @@ async def test_deltas_keep_flowing_while_the_checkpoint_waits_for_the_database(
     """The partial text is written beside the stream: a checkpoint stuck behind another transaction
     (here one holding the event store's append lock) does not hold up the deltas, and the turn still
     ends with everything streamed."""
-    monkeypatch.setattr(chat_turn, "CHECKPOINT_EVERY_S", 0.05)
+    monkeypatch.setattr(chat_progress, "CHECKPOINT_EVERY_S", 0.05)
     model = await model_of(http, ada, openai_fake.base_url, "slow")
     cid = await conversation_of(http, ada, model, title="Busy database")
     run_id = (await post(http, ada, cid, "Talk slowly"))["run"]["id"]

@@ -24,7 +24,7 @@ from domain.chat import turns
 from domain.shared.events import EventMetadata
 from domain.shared.ids import new_id
 from infra.chat import commands
-from infra.chat import turn as chat_turn
+from infra.chat import progress as chat_progress
 from infra.db.engine import Database
 from infra.db.tables.runs import runs
 from infra.identity.passwords import PasswordHasher
@@ -213,7 +213,7 @@ async def test_a_turn_streams_the_answer_and_stores_both_messages(
 async def test_busy_while_running_and_cancel_keeps_the_partial_text(
     http: httpx.AsyncClient, ada: User, openai_fake: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(chat_turn, "CHECKPOINT_EVERY_S", 0.1)
+    monkeypatch.setattr(chat_progress, "CHECKPOINT_EVERY_S", 0.1)
     model = await model_of(http, ada, openai_fake.base_url, "slow")
     cid = await conversation_of(http, ada, model)
     posted = await post(http, ada, cid, "Talk slowly")

@@ -33,8 +33,9 @@ from domain.llm.stream import (
     Usage,
     fold,
 )
-from infra.llm.openai_chat import Chunk, OpenAIChatModel, _Turn, openai_chat_model, read_chunk
+from infra.llm.openai_chat import OpenAIChatModel, openai_chat_model
 from infra.llm.openai_embeddings import openai_embedding_model
+from infra.llm.openai_stream import Chunk, Turn, read_chunk
 from infra.llm.rerank import HttpReranker
 from infra.llm.streaming import StreamPolicy
 from tests.fakes.chat_scenarios import SCENARIOS
@@ -399,17 +400,17 @@ def chunk(delta: dict[str, object] | None, finish: str | None = None, **extra: o
 
 
 def test_compatible_servers_quirks_map_to_the_right_stop_reason() -> None:
-    turn = _Turn(ask("text"))
+    turn = Turn(ask("text"))
     call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
     events = turn.feed(chunk({"tool_calls": [call]})) + turn.feed(chunk({}, "stop")) + turn.end()
     assert events[-2:] == [ToolCallCompleted(id="c1", name="f", arguments={"a": 1}), Finished(stop_reason="tool_use")]
-    turn = _Turn(ask("text", stop=["END"]))
+    turn = Turn(ask("text", stop=["END"]))
     events = turn.feed(chunk({"content": "x"})) + turn.feed(chunk({}, "stop", stop_reason="END")) + turn.end()
     assert events == [TextDelta("x"), Finished(stop_reason="stop_sequence")]
 
 
 def test_tool_arguments_that_are_not_json_fail_the_turn() -> None:
-    turn = _Turn(ask("text"))
+    turn = Turn(ask("text"))
     call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": '}}
     turn.feed(chunk({"tool_calls": [call]}))
     events = turn.feed(chunk({}, "tool_calls"))

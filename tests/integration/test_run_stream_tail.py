@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 
 from domain.runs.events import MessageDelta, RunCompleted
 from domain.shared.ids import new_id
-from infra.runs import stream
+from infra.runs import tail
 from infra.runs.stream import Frame, RunStreams, stream_key
 from infra.settings import Settings
 
@@ -132,7 +132,7 @@ async def test_a_reader_leaving_does_not_disturb_the_others(named: tuple[Redis, 
 async def test_a_run_followed_while_the_tail_is_blocked_is_read_at_once(
     named: tuple[Redis, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stream, "TAIL_BLOCK_MS", 4_000)
+    monkeypatch.setattr(tail, "TAIL_BLOCK_MS", 4_000)
     streams = RunStreams(named[0], 60)
     writer = RunStreams(named[0], 60)  # another process writes the runs
     first, second = new_id(), new_id()
@@ -175,7 +175,7 @@ async def test_a_silent_run_outlasts_the_socket_timeout(settings: Settings, capl
         await finished(reader)
         assert reader.seqs == [1, 2]
         assert reader.idle == 0
-        assert not [r for r in caplog.records if r.name == "infra.runs.stream"]  # no timeout, no retry
+        assert not [r for r in caplog.records if r.name == "infra.runs.tail"]  # no timeout, no retry
     finally:
         await client.aclose()
 
@@ -237,7 +237,7 @@ async def test_a_reader_behind_what_was_written_here_is_caught_up_from_redis(nam
     streams = RunStreams(named[0], 60)
     run_id = new_id()
     await publish(streams, run_id, 3)
-    follower = stream._Follower(stream_key(run_id), 1)
+    follower = tail.Follower(stream_key(run_id), 1)
     await streams._tailer.follow(follower)
     assert (await asyncio.wait_for(follower.queue.get(), timeout=5)) == [
         Frame(2, "message.delta", ANY),
