@@ -39,18 +39,35 @@ def _jsonable(value: msgspec.Struct | None) -> Any:
 
 _SEARCH = text(
     """
-    UPDATE conversations SET search = to_tsvector('simple'::regconfig, left(
-        coalesce(title, '') || ' ' || coalesce((
-            SELECT string_agg(content, ' ' ORDER BY position) FROM messages
-            WHERE conversation_id = :id AND in_branch
-        ), ''), :chars))
+    UPDATE conversations SET search = to_tsvector('simple'::regconfig, fed.text), search_chars = length(fed.text)
+    FROM (SELECT left(coalesce(c.title, '') || ' ' || coalesce((
+              SELECT string_agg(content, ' ' ORDER BY position) FROM messages
+              WHERE conversation_id = :id AND in_branch
+          ), ''), :chars) AS text
+          FROM conversations c WHERE c.id = :id) AS fed
     WHERE id = :id
+    """
+)
+_SEARCH_MORE = text(
+    """
+    UPDATE conversations
+    SET search = coalesce(search, ''::tsvector) || to_tsvector('simple'::regconfig, left(:text, :chars - search_chars)),
+        search_chars = search_chars + length(left(:text, :chars - search_chars))
+    WHERE id = :id AND search_chars < :chars
     """
 )
 
 
 async def _refresh_search(conn: Conn, conversation_id: uuid.UUID) -> None:
+    """Rebuild the vector from the title and the current branch (a title change, a truncation)."""
     await conn.execute(_SEARCH, {"id": conversation_id, "chars": SEARCH_CHARS})
+
+
+async def _search_more(conn: Conn, conversation_id: uuid.UUID, text: str) -> None:
+    """Add a new message's text to the vector, without reading the conversation's other messages
+    again (a turn of a long conversation used to re-parse up to ``SEARCH_CHARS`` of text twice)."""
+    if text:
+        await conn.execute(_SEARCH_MORE, {"id": conversation_id, "text": text, "chars": SEARCH_CHARS})
 
 
 async def _settle_status(conn: Conn, conversation_id: uuid.UUID) -> None:
@@ -186,19 +203,19 @@ def _row_changes(p: Any, at: datetime) -> dict[str, Any]:
         case ev.ConversationArchivedEvent():
             return {"status": "archived"}
         case ev.ConversationDeleted():
-            return {"status": "deleted", "title": None, "system_prompt": None, "search": None}
+            return {"status": "deleted", "title": None, "system_prompt": None, "search": None, "search_chars": 0}
     return {}
 
 
-_SEARCHED = (
-    ev.TitleChanged,
+_REBUILDS_SEARCH = (ev.TitleChanged, ev.ConversationTruncated)
+"""Events after which the search vector is rebuilt from the title and the current branch."""
+_ADDS_TO_SEARCH = (
     ev.UserMessagePosted,
     ev.AssistantMessageCompleted,
     ev.AssistantMessageFailed,
     ev.AssistantMessageInterrupted,
-    ev.ConversationTruncated,
 )
-"""Events that change the text the conversation is found by."""
+"""Events whose message text is added to the search vector."""
 
 
 async def _apply_one(conn: Conn, e: RecordedEvent) -> None:
@@ -275,8 +292,10 @@ async def _apply_one(conn: Conn, e: RecordedEvent) -> None:
             await conn.execute(delete(mt).where(mt.c.conversation_id == cid))
         case ev.ToolCallRequested() | ev.ToolCallApproved() | ev.ToolCallDenied() | ev.ToolCallCompleted():
             await _apply_tool_call(conn, cid, p, at)
-    if isinstance(p, _SEARCHED):
+    if isinstance(p, _REBUILDS_SEARCH):
         await _refresh_search(conn, cid)
+    elif isinstance(p, _ADDS_TO_SEARCH):
+        await _search_more(conn, cid, p.content)
 
 
 def _is_conversation(e: RecordedEvent) -> bool:

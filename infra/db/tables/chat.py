@@ -31,6 +31,8 @@ conversations = Table(
     Column("version", Integer, nullable=False),  # the stream version these columns reflect
     # Title plus the text of the current branch ('simple' configuration: no language stemming).
     Column("search", TSVECTOR, nullable=True),
+    # How many characters of that text ``search`` was built from (at most SEARCH_CHARS).
+    Column("search_chars", Integer, nullable=False, server_default=text("0")),
     Index("ix_conversations_tenant_id_owner_id", "tenant_id", "owner_id"),
     Index("ix_conversations_parent_conversation_id", "parent_conversation_id"),
     Index("ix_conversations_search", "search", postgresql_using="gin"),
