@@ -340,7 +340,7 @@ class TurnWork:
         """Keep the text so far in the conversation (what survives a crash); best effort."""
         try:
             await self._record(
-                lambda s: turns.checkpoint(s, message_id=self.message_id, content=so_far), also=ctx.checkpoint_in
+                lambda s: turns.checkpoint(s, message_id=self.message_id, content=so_far), also=ctx.checkpoint
             )
         except Exception:
             log.warning("chat checkpoint failed", extra={"run_id": str(ctx.run_id)}, exc_info=True)

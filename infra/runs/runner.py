@@ -98,12 +98,8 @@ class RunContext:
         self.last_seq = await self._runner.streams.publish(self.run_id, event)
         return self.last_seq
 
-    async def checkpoint(self) -> None:
-        async with self._runner.db.write() as session:
-            await self.checkpoint_in(session)
-
-    async def checkpoint_in(self, session: AsyncSession) -> None:
-        """``checkpoint`` inside the caller's transaction."""
+    async def checkpoint(self, session: AsyncSession) -> None:
+        """Persist ``last_seq`` and ``usage`` in the run's row, in the caller's transaction."""
         await session.execute(
             update(runs)
             .where(runs.c.id == self.run_id, runs.c.lease_owner == self._runner.owner)
