@@ -73,13 +73,14 @@ def _grant(row: Any) -> Grant:
     )
 
 
-def _held_by(principal: Principal) -> ColumnElement[bool]:
-    """Grants that reach the caller: to them directly, or to a group they are a member of."""
-    my_groups = select(gm.c.group_id).where(gm.c.user_id == principal.user_id)
+def _held_by(tenant_id: Any, user_id: Any) -> ColumnElement[bool]:
+    """Grants that reach a user (values or bind parameters): to them directly, or to a group they
+    are a member of, within their tenant."""
+    my_groups = select(gm.c.group_id).where(gm.c.user_id == user_id)
     return and_(
-        g.c.tenant_id == principal.tenant_id,
+        g.c.tenant_id == tenant_id,
         or_(
-            and_(g.c.grantee_type == "user", g.c.grantee_id == principal.user_id),
+            and_(g.c.grantee_type == "user", g.c.grantee_id == user_id),
             and_(g.c.grantee_type == "group", g.c.grantee_id.in_(my_groups)),
         ),
     )
@@ -87,20 +88,14 @@ def _held_by(principal: Principal) -> ColumnElement[bool]:
 
 def visible_ids_clause(principal: Principal, entity_type: str, id_column: ColumnElement[Any]) -> ColumnElement[bool]:
     """A WHERE clause keeping the rows whose ``id_column`` the caller holds any role on."""
-    return exists().where(g.c.entity_type == entity_type, g.c.entity_id == id_column, _held_by(principal))
+    held = _held_by(principal.tenant_id, principal.user_id)
+    return exists().where(g.c.entity_type == entity_type, g.c.entity_id == id_column, held)
 
 
 _ROLES = select(g.c.role).where(
     g.c.entity_type == bindparam("entity_type"),
     g.c.entity_id == bindparam("entity_id"),
-    g.c.tenant_id == bindparam("tenant_id"),
-    or_(
-        and_(g.c.grantee_type == "user", g.c.grantee_id == bindparam("user_id")),
-        and_(
-            g.c.grantee_type == "group",
-            g.c.grantee_id.in_(select(gm.c.group_id).where(gm.c.user_id == bindparam("user_id"))),
-        ),
-    ),
+    _held_by(bindparam("tenant_id"), bindparam("user_id")),
 )
 """The roles that reach the caller on one entity (``_held_by``), built once: building and keying
 this statement anew cost ~250 µs, and every request on an entity asks it."""
