@@ -168,31 +168,17 @@ class RunStreams:
         elif seq_of(first[0][0]) > after + 1:
             raise StreamExpired()  # trimmed past the requested position
 
-    async def read(
+    async def read_batches(
         self, run_id: uuid.UUID, after: int = 0, *, finished: bool = False, idle_s: float = 15.0
-    ) -> AsyncGenerator[Frame | None, None]:
-        """Every frame with ``seq > after`` (replay), then live ones until the terminal frame.
+    ) -> AsyncGenerator[list[Frame] | None, None]:
+        """Every frame with ``seq > after`` (replay), then live ones until the terminal frame, a batch
+        at a time: the frames that are there when the reader comes back for more (a reader that fell
+        behind sends them in one write).
 
         Yields ``None`` after ``idle_s`` without a frame (the caller may send a keep-alive).
         ``finished``: the run is known to be over (its terminal frame was published), so reading
         stops after the replay. Call ``check`` first to report an expired position.
         """
-        batches = self.read_batches(run_id, after, finished=finished, idle_s=idle_s)
-        try:
-            async for batch in batches:
-                if batch is None:
-                    yield None
-                    continue
-                for frame in batch:
-                    yield frame
-        finally:
-            await batches.aclose()
-
-    async def read_batches(
-        self, run_id: uuid.UUID, after: int = 0, *, finished: bool = False, idle_s: float = 15.0
-    ) -> AsyncGenerator[list[Frame] | None, None]:
-        """``read``, a batch at a time: the frames that are there when the reader comes back for
-        more (a reader that fell behind sends them in one write)."""
         key = stream_key(run_id)
         cursor = after
         while True:  # replay

@@ -41,20 +41,20 @@ async def connections(redis: Redis, name: str) -> list[dict[str, Any]]:
 
 
 class Reader:
-    """``RunStreams.read`` drained in a task; ``frames`` fill as they come."""
+    """``RunStreams.read_batches`` drained in a task; ``frames`` fill as they come."""
 
     def __init__(self, streams: RunStreams, run_id: uuid.UUID, after: int = 0, idle_s: float = 10.0) -> None:
         self.frames: list[Frame] = []
         self.idle = 0
-        self.gen = streams.read(run_id, after, idle_s=idle_s)
+        self.gen = streams.read_batches(run_id, after, idle_s=idle_s)
         self.task = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
-        async for frame in self.gen:
-            if frame is None:
+        async for batch in self.gen:
+            if batch is None:
                 self.idle += 1
             else:
-                self.frames.append(frame)
+                self.frames.extend(batch)
 
     @property
     def seqs(self) -> list[int]:
