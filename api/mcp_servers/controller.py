@@ -34,6 +34,7 @@ from domain.shared.principal import Principal
 from infra.db.tables.mcp import mcp_servers as t
 from infra.mcp import servers as srv
 from infra.mcp.calls import McpUnavailable
+from infra.mcp.server_config import Server, config_of, server_of
 from infra.net.outbound import OutboundGuard
 from infra.secrets.service import load_kek
 
@@ -61,7 +62,7 @@ _UPSTREAM = {
 }
 
 
-def to_schema(s: srv.Server) -> McpServer:
+def to_schema(s: Server) -> McpServer:
     info = s.secret_info
     return McpServer(
         id=s.id,
@@ -85,12 +86,12 @@ def to_schema(s: srv.Server) -> McpServer:
     )
 
 
-def _with_etag(s: srv.Server, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[McpServer]:
+def _with_etag(s: Server, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[McpServer]:
     return Response(to_schema(s), status_code=status_code, headers={"ETag": etag(s.version), **(headers or {})})
 
 
 def _if_match(header: str | None) -> Any:
-    def check(server: srv.Server) -> None:
+    def check(server: Server) -> None:
         check_if_match(header, server.version)
 
     return check
@@ -104,7 +105,7 @@ async def _config(services: Services, principal: Principal, server_id: uuid.UUID
             raise srv.McpServerDisabled()
         secrets = await srv.decrypt(session, load_kek(services.settings), server)
         allow = await srv.tenant_allow(session, principal.tenant_id, services.settings.llm.outbound_allow)
-    return srv.config_of(server, secrets, allow)
+    return config_of(server, secrets, allow)
 
 
 async def _tools(services: Services, config: McpServerConfig, *, refresh: bool) -> list[ToolInfo]:
@@ -186,9 +187,7 @@ class McpServerController(Controller):
         async with services.db.read() as session:
             rows = (await session.execute(query)).all()
         page, has_more, next_cursor = paginate(rows, limit, lambda r: IdCursor(r.id))
-        body = McpServerList(
-            data=[to_schema(srv.server_of(r)) for r in page], has_more=has_more, next_cursor=next_cursor
-        )
+        body = McpServerList(data=[to_schema(server_of(r)) for r in page], has_more=has_more, next_cursor=next_cursor)
         return page_response(body, request, limit, services.settings.http.public_url)
 
     @get("/{mcp_server_id:str}", operation_id="GetMcpServer", summary="Get an MCP server", responses=_NOT_FOUND)

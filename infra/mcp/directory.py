@@ -12,7 +12,8 @@ from domain.mcp.types import McpServerConfig
 from domain.shared.principal import Principal
 from infra.db.engine import Database
 from infra.db.tables.mcp import mcp_servers as t
-from infra.mcp.servers import config_of, decrypt, server_of, tenant_allow, visible_clause
+from infra.mcp.server_config import config_of, server_of
+from infra.mcp.servers import decrypt, tenant_allow, visible_clause
 from infra.secrets.envelope import Kek
 
 

@@ -1,5 +1,5 @@
-"""MCP servers registered by a tenant: rows, their write-only secrets, the rules a configuration must
-meet, and ``DbServerDirectory``, which hands the gateway the servers a caller may use.
+"""MCP servers registered by a tenant: rows, their write-only secrets (the rules a configuration must
+meet and the stored shape: ``infra.mcp.server_config``); create, update, delete.
 
 Secrets (HTTP headers, an OAuth bearer token, stdio environment values) are one JSON object
 encrypted by the secrets service (record ``mcp_server:<id>``, field ``secrets``); the row keeps only
@@ -17,10 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, insert, select
 from sqlalchemy import delete as sql_delete
@@ -29,10 +26,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.mcp import server_events as ev
-from domain.mcp.types import Approval, McpServerConfig, Transport
 from domain.shared.authz import Action
 from domain.shared.clock import utcnow
-from domain.shared.errors import Conflict, Forbidden, Invalid, NotFound
+from domain.shared.errors import Conflict, Forbidden, NotFound
 from domain.shared.events import EventMetadata
 from domain.shared.ids import new_id
 from domain.shared.principal import Principal
@@ -41,17 +37,26 @@ from infra.db.tables.mcp import mcp_servers as t
 from infra.eventstore.postgres import PostgresEventStore
 from infra.identity.accounts import record
 from infra.llm import tenant_settings
-from infra.net.outbound import CredentialsHostMismatch, OutboundBlocked, OutboundGuard, url_host
+from infra.mcp.server_config import (
+    HTTP_FIELDS,
+    HTTP_SECRETS,
+    HTTP_TRANSPORTS,
+    SECRET_FIELDS,
+    STDIO_FIELDS,
+    Server,
+    check_url,
+    credential_host,
+    secret_info,
+    secrets_of,
+    server_of,
+    validate_shape,
+)
+from infra.net.outbound import CredentialsHostMismatch, OutboundGuard
 from infra.secrets.envelope import Kek
 from infra.secrets.service import SecretsService
 
 ENTITY = "mcp_server"
 SECRETS_FIELD = "secrets"
-HTTP_TRANSPORTS = ("streamable_http", "sse")
-HTTP_SECRETS = ("headers", "bearer_token")
-HTTP_FIELDS = ("url", "headers", "bearer_token")
-STDIO_FIELDS = ("command", "args", "env")
-SECRET_FIELDS = ("headers", "bearer_token", "env")
 # The order fields are reported in ``changed``.
 FIELDS = (
     "name",
@@ -86,73 +91,6 @@ class McpServerNameTaken(Conflict):
     """Another MCP server of your tenant has this name."""
 
     code = "mcp_server_name_taken"
-
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    id: uuid.UUID
-    tenant_id: uuid.UUID
-    name: str
-    transport: Transport
-    url: str | None
-    command: str | None
-    args: list[str]
-    secrets_token: str | None
-    secret_info: dict[str, Any]
-    """Names of the stored secrets: ``header_names``, ``env_names``, ``has_bearer_token``."""
-    credential_host: str | None
-    enabled: bool
-    approval: Approval
-    tool_approval: dict[str, Approval]
-    allowed_tools: list[str] | None
-    call_timeout_s: int
-    version: int
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def stored_secrets(self) -> list[str]:
-        info = self.secret_info
-        names = []
-        if info.get("header_names"):
-            names.append("headers")
-        if info.get("has_bearer_token"):
-            names.append("bearer_token")
-        if info.get("env_names"):
-            names.append("env")
-        return names
-
-
-def server_of(row: Any) -> Server:
-    return Server(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        name=row.name,
-        transport=row.transport,
-        url=row.url,
-        command=row.command,
-        args=[str(a) for a in row.args or []],
-        secrets_token=row.secrets,
-        secret_info=dict(row.secret_info or {}),
-        credential_host=row.credential_host,
-        enabled=row.enabled,
-        approval=row.approval,
-        tool_approval=dict(row.tool_approval or {}),
-        allowed_tools=None if row.allowed_tools is None else [str(n) for n in row.allowed_tools],
-        call_timeout_s=row.call_timeout_s,
-        version=row.version,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-def secret_info(secrets: Mapping[str, Any]) -> dict[str, Any]:
-    """What a response may say about the secrets: their names, never their values."""
-    return {
-        "header_names": sorted(secrets.get("headers") or {}),
-        "env_names": sorted(secrets.get("env") or {}),
-        "has_bearer_token": bool(secrets.get("bearer_token")),
-    }
 
 
 def _record(server_id: uuid.UUID) -> str:
@@ -208,72 +146,6 @@ async def tenant_allow(session: AsyncSession, tenant_id: uuid.UUID, base: Sequen
     return tuple(dict.fromkeys([*base, *own]))
 
 
-async def check_url(guard: OutboundGuard, url: str) -> None:
-    """The guard's rules, and https unless the host is allow-listed (name, address or network)."""
-    await guard.check_url(url)
-    parts = urlsplit(url)
-    if parts.scheme.lower() == "https":
-        return
-    host = parts.hostname or ""
-    if guard.allow.allows_host(host):
-        return
-    addresses = await guard.resolve(host, parts.port or 80)
-    if not addresses or not all(guard.allow.allows_ip(ip) for ip in addresses):
-        raise OutboundBlocked(
-            "MCP servers need an https URL; plain http is only allowed to hosts an administrator allow-listed."
-        )
-
-
-def validate_shape(state: Mapping[str, Any]) -> None:
-    """The fields a transport needs and those it cannot have."""
-    transport = state["transport"]
-    if transport in HTTP_TRANSPORTS:
-        if not state.get("url"):
-            raise Invalid(f"A {transport} server needs a url.", code="url_required")
-        extra = [f for f in STDIO_FIELDS if state.get(f)]
-    else:
-        if not state.get("command"):
-            raise Invalid("A stdio server needs a command.", code="command_required")
-        extra = [f for f in HTTP_FIELDS if state.get(f)]
-    if extra:
-        raise Invalid(f"A {transport} server has no {', '.join(extra)}.", code="invalid_transport_fields")
-
-
-def _credential_host(state: Mapping[str, Any]) -> str | None:
-    url = state.get("url")
-    return url_host(url) if state["transport"] in HTTP_TRANSPORTS and url else None
-
-
-def _secrets_of(state: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: state[k] for k in SECRET_FIELDS if state.get(k)}
-
-
-def config_of(server: Server, secrets: Mapping[str, Any], outbound_allow: Sequence[str]) -> McpServerConfig:
-    """What the gateway needs to reach ``server``. HTTP secrets saved for another host are left out."""
-    http_ok = server.transport in HTTP_TRANSPORTS and (
-        server.url is not None and url_host(server.url) == server.credential_host
-    )
-    return McpServerConfig(
-        id=server.id,
-        tenant_id=server.tenant_id,
-        name=server.name,
-        transport=server.transport,
-        url=server.url,
-        headers=dict(secrets.get("headers") or {}) if http_ok else {},
-        bearer_token=(secrets.get("bearer_token") or None) if http_ok else None,
-        command=server.command,
-        args=list(server.args),
-        env=dict(secrets.get("env") or {}) if server.transport == "stdio" else {},
-        enabled=server.enabled,
-        approval=server.approval,
-        tool_approval=dict(server.tool_approval),
-        allowed_tools=None if server.allowed_tools is None else list(server.allowed_tools),
-        call_timeout_s=float(server.call_timeout_s),
-        version=server.version,
-        outbound_allow=tuple(outbound_allow),
-    )
-
-
 async def _write_row(session: AsyncSession, statement: Any) -> Any:
     try:
         async with session.begin_nested():
@@ -300,9 +172,9 @@ async def create(
     if state.get("url"):
         await check_url(guard, state["url"])
     server_id, now = new_id(), utcnow()
-    secrets = _secrets_of(state)
+    secrets = secrets_of(state)
     token = await encrypt(session, kek, principal.tenant_id, server_id, secrets)
-    host = _credential_host(state)
+    host = credential_host(state)
     row = await _write_row(
         session,
         insert(t).values(
@@ -405,7 +277,7 @@ async def update(
     validate_shape(state)
     if "url" in changed and state.get("url"):
         await check_url(guard, state["url"])
-    new_host = _credential_host(state)
+    new_host = credential_host(state)
     stored_http = [f for f in HTTP_SECRETS if _normal(f, before.get(f))]
     if current.credential_host is not None and stored_http and new_host != current.credential_host:
         missing = sorted(set(stored_http) - set(changes))
@@ -431,7 +303,7 @@ async def update(
         "updated_at": utcnow(),
     }
     if any(f in changed for f in SECRET_FIELDS):
-        new_secrets = _secrets_of(state)
+        new_secrets = secrets_of(state)
         values["secrets"] = await encrypt(session, kek, current.tenant_id, server_id, new_secrets)
         values["secret_info"] = secret_info(new_secrets)
     row = await _write_row(session, sql_update(t).where(t.c.id == server_id).values(**values))
