@@ -32,7 +32,8 @@ from domain.llm.stream import (
 from infra.llm.bedrock_chat import bedrock_chat_model
 from infra.llm.bedrock_embeddings import bedrock_embedding_model, bedrock_reranker
 from infra.llm.streaming import StreamPolicy
-from tests.fakes.bedrock_server import FakeBedrockServer, encode_frame, event_frame, running_bedrock_server
+from tests.fakes.bedrock_server import FakeBedrockServer, running_bedrock_server
+from tests.fakes.bedrock_wire import encode_frame, event_frame
 from tests.fakes.chat_scenarios import SCENARIOS, comparable, expected
 
 STRICT = StreamPolicy(max_retries=0, idle_timeout_s=1.0)
